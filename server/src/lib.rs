@@ -8,3 +8,5 @@
     clippy::unimplemented
 )]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
+pub mod ctl;

@@ -1,0 +1,15 @@
+//! `clinauthctl`, the officer and operator CLI. Each command lives in a
+//! module named after it; `main` only parses arguments and sets the exit code.
+
+pub mod policy;
+
+/// How a command ended, as the process exit status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The command did what was asked (a policy was accepted).
+    Ok = 0,
+    /// The command ran and the answer is "no" (a policy was refused).
+    Refused = 1,
+    /// The command could not run: unreadable file, syntax error, bad usage.
+    Error = 2,
+}
