@@ -270,11 +270,18 @@ fn proven_for(rule: &Rule, ctx: &Context<'_>, evidence: &[Evidence]) -> (TokenSe
     (proven, skipped)
 }
 
-/// The smallest sets of factors that would complete one of the rule's combinations.
+/// The smallest sets of factors that would complete one of the rule's
+/// combinations. Combinations that build on what the user already presented
+/// come first: after a badge tap, "add a PIN" helps more than "use a key".
 fn missing_options(rule: &Rule, proven: TokenSet) -> Vec<Vec<FactorKind>> {
+    let builds_on_proven = rule
+        .combinations
+        .iter()
+        .any(|c| c.accepted_tokens().intersects(proven));
     let mut options: Vec<Vec<FactorKind>> = rule
         .combinations
         .iter()
+        .filter(|c| !builds_on_proven || c.accepted_tokens().intersects(proven))
         .map(|c| c.missing(proven).collect::<Vec<_>>())
         .collect();
     let fewest = options.iter().map(Vec::len).min().unwrap_or(0);

@@ -52,7 +52,8 @@ impl CategorySet {
     /// User verification adds a category only when neither knowledge nor
     /// inherence is already there, because it is one of those two.
     pub fn distinct(self) -> u32 {
-        let base = u32::from(self.knowledge) + u32::from(self.possession) + u32::from(self.inherence);
+        let base =
+            u32::from(self.knowledge) + u32::from(self.possession) + u32::from(self.inherence);
         let uv_extra = self.user_verified && !self.knowledge && !self.inherence;
         base + u32::from(uv_extra)
     }
@@ -363,7 +364,9 @@ impl Token {
             Token::BiometricOnReader => {
                 FactorKind::BiometricWith(BiometricProtection::MatchOnReader)
             }
-            Token::BiometricSealed => FactorKind::BiometricWith(BiometricProtection::SealedTemplate),
+            Token::BiometricSealed => {
+                FactorKind::BiometricWith(BiometricProtection::SealedTemplate)
+            }
         }
     }
 
@@ -436,8 +439,9 @@ impl TokenSet {
 
     /// The categories the tokens cover.
     pub fn categories(self) -> CategorySet {
-        self.iter()
-            .fold(CategorySet::default(), |acc, t| acc.union(t.kind().categories()))
+        self.iter().fold(CategorySet::default(), |acc, t| {
+            acc.union(t.kind().categories())
+        })
     }
 }
 
@@ -451,7 +455,10 @@ mod tests {
             assert_eq!(FactorKind::from_name(kind.name()), Some(kind));
         }
         assert_eq!(FactorKind::from_name("usb_token"), Some(FactorKind::Fido2));
-        assert_eq!(FactorKind::from_name("password"), Some(FactorKind::ServerPin));
+        assert_eq!(
+            FactorKind::from_name("password"),
+            Some(FactorKind::ServerPin)
+        );
         assert_eq!(FactorKind::from_name("user_id"), None);
     }
 
@@ -483,7 +490,9 @@ mod tests {
     fn r_bio_1_host_match_is_met_by_no_token() {
         let kind = FactorKind::BiometricWith(BiometricProtection::HostMatch);
         assert!(kind.accepted_tokens().is_empty());
-        assert!(FactorKind::Biometric.accepted_tokens().contains(Token::BiometricSealed));
+        assert!(FactorKind::Biometric
+            .accepted_tokens()
+            .contains(Token::BiometricSealed));
         assert!(!FactorKind::Biometric
             .accepted_tokens()
             .intersects(kind.accepted_tokens()));

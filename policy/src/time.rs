@@ -129,7 +129,16 @@ mod tests {
     #[test]
     fn refuses_malformed_and_overflowing() {
         for bad in [
-            "", "5", "m", "5 m", "-5m", "5min", "1.5h", "5M", "99999999999999d", "50000d",
+            "",
+            "5",
+            "m",
+            "5 m",
+            "-5m",
+            "5min",
+            "1.5h",
+            "5M",
+            "99999999999999d",
+            "50000d",
             "12345678901234567s",
         ] {
             assert!(bad.parse::<Seconds>().is_err(), "{bad:?}");

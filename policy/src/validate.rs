@@ -128,7 +128,10 @@ pub fn validate(file: &PolicyFile) -> Result<Policy, Vec<Violation>> {
         v.push(Violation::new(
             Code::Limit,
             format!("{} rules; the limit is {MAX_RULES}", file.rules.len()),
-            format!("ルールが{}件あります。上限は{MAX_RULES}件です", file.rules.len()),
+            format!(
+                "ルールが{}件あります。上限は{MAX_RULES}件です",
+                file.rules.len()
+            ),
         ));
     }
 
@@ -224,7 +227,10 @@ fn declared_groups(v: &mut Vec<Violation>, file: &PolicyFile) -> Vec<String> {
         v.push(Violation::new(
             Code::Limit,
             format!("{} groups; the limit is {MAX_GROUPS}", file.groups.len()),
-            format!("端末グループが{}件あります。上限は{MAX_GROUPS}件です", file.groups.len()),
+            format!(
+                "端末グループが{}件あります。上限は{MAX_GROUPS}件です",
+                file.groups.len()
+            ),
         ));
     }
     let mut out = Vec::new();
@@ -246,8 +252,12 @@ fn check_name(v: &mut Vec<Violation>, what: &str, name: &str, rule: Option<&str>
         let shown: String = name.chars().take(MAX_NAME_LEN).collect();
         let x = Violation::new(
             Code::Limit,
-            format!("{what} {shown:?} must be 1 to {MAX_NAME_LEN} letters, digits, '_', '-' or '.'"),
-            format!("{what} {shown:?} は1〜{MAX_NAME_LEN}文字の英数字・'_'・'-'・'.'で書いてください"),
+            format!(
+                "{what} {shown:?} must be 1 to {MAX_NAME_LEN} letters, digits, '_', '-' or '.'"
+            ),
+            format!(
+                "{what} {shown:?} は1〜{MAX_NAME_LEN}文字の英数字・'_'・'-'・'.'で書いてください"
+            ),
         );
         v.push(match rule {
             Some(r) => x.in_rule(r),
@@ -260,8 +270,14 @@ fn check_text(v: &mut Vec<Violation>, what: &str, text: &str, rule: Option<&str>
     if text.len() > MAX_TEXT_LEN {
         let x = Violation::new(
             Code::Limit,
-            format!("{what} is {} bytes; the limit is {MAX_TEXT_LEN}", text.len()),
-            format!("{what} が{}バイトあります。上限は{MAX_TEXT_LEN}バイトです", text.len()),
+            format!(
+                "{what} is {} bytes; the limit is {MAX_TEXT_LEN}",
+                text.len()
+            ),
+            format!(
+                "{what} が{}バイトあります。上限は{MAX_TEXT_LEN}バイトです",
+                text.len()
+            ),
         );
         v.push(match rule {
             Some(r) => x.in_rule(r),
@@ -293,14 +309,35 @@ fn resolve_settings(own: &SettingsFile, defaults: &SettingsFile) -> Resolved {
         .max_factor_age
         .or(defaults.max_factor_age)
         .unwrap_or(builtin::MAX_FACTOR_AGE);
-    in_range(&mut v, "max_factor_age", max_factor_age, range::MAX_FACTOR_AGE, Code::Range);
+    in_range(
+        &mut v,
+        "max_factor_age",
+        max_factor_age,
+        range::MAX_FACTOR_AGE,
+        Code::Range,
+    );
 
     let session = SessionLimits {
         idle_lock: os.idle_lock.or(ds.idle_lock).unwrap_or(builtin::IDLE_LOCK),
-        max_length: os.max_length.or(ds.max_length).unwrap_or(builtin::MAX_SESSION),
+        max_length: os
+            .max_length
+            .or(ds.max_length)
+            .unwrap_or(builtin::MAX_SESSION),
     };
-    in_range(&mut v, "session.idle_lock", session.idle_lock, range::IDLE_LOCK, Code::RSess1);
-    in_range(&mut v, "session.max_length", session.max_length, range::MAX_SESSION, Code::RSess1);
+    in_range(
+        &mut v,
+        "session.idle_lock",
+        session.idle_lock,
+        range::IDLE_LOCK,
+        Code::RSess1,
+    );
+    in_range(
+        &mut v,
+        "session.max_length",
+        session.max_length,
+        range::MAX_SESSION,
+        Code::RSess1,
+    );
     if session.idle_lock > session.max_length {
         v.push(Violation::new(
             Code::Range,
@@ -316,8 +353,17 @@ fn resolve_settings(own: &SettingsFile, defaults: &SettingsFile) -> Resolved {
     }
 
     let offline = if oo.allowed.or(d_o.allowed).unwrap_or(false) {
-        let max_age = oo.max_age.or(d_o.max_age).unwrap_or(builtin::OFFLINE_MAX_AGE);
-        in_range(&mut v, "offline.max_age", max_age, range::OFFLINE_MAX_AGE, Code::ROff1);
+        let max_age = oo
+            .max_age
+            .or(d_o.max_age)
+            .unwrap_or(builtin::OFFLINE_MAX_AGE);
+        in_range(
+            &mut v,
+            "offline.max_age",
+            max_age,
+            range::OFFLINE_MAX_AGE,
+            Code::ROff1,
+        );
         Some(OfflineLimits { max_age })
     } else {
         None
@@ -328,9 +374,18 @@ fn resolve_settings(own: &SettingsFile, defaults: &SettingsFile) -> Resolved {
             .max_consecutive
             .or(df.max_consecutive)
             .unwrap_or(builtin::MAX_CONSECUTIVE),
-        backoff_base: of.backoff_base.or(df.backoff_base).unwrap_or(builtin::BACKOFF_BASE),
-        backoff_max: of.backoff_max.or(df.backoff_max).unwrap_or(builtin::BACKOFF_MAX),
-        biometric_max: of.biometric_max.or(df.biometric_max).unwrap_or(builtin::BIOMETRIC_MAX),
+        backoff_base: of
+            .backoff_base
+            .or(df.backoff_base)
+            .unwrap_or(builtin::BACKOFF_BASE),
+        backoff_max: of
+            .backoff_max
+            .or(df.backoff_max)
+            .unwrap_or(builtin::BACKOFF_MAX),
+        biometric_max: of
+            .biometric_max
+            .or(df.biometric_max)
+            .unwrap_or(builtin::BIOMETRIC_MAX),
         presentation_attack_detection: of
             .presentation_attack_detection
             .or(df.presentation_attack_detection)
@@ -351,7 +406,13 @@ fn resolve_settings(own: &SettingsFile, defaults: &SettingsFile) -> Resolved {
             ),
         ));
     }
-    in_range(&mut v, "failures.backoff_base", failures.backoff_base, range::BACKOFF_BASE, Code::RRate1);
+    in_range(
+        &mut v,
+        "failures.backoff_base",
+        failures.backoff_base,
+        range::BACKOFF_BASE,
+        Code::RRate1,
+    );
     in_range(
         &mut v,
         "failures.backoff_max",
@@ -398,7 +459,13 @@ fn resolve_settings(own: &SettingsFile, defaults: &SettingsFile) -> Resolved {
     }
 }
 
-fn in_range(v: &mut Vec<Violation>, what: &str, value: Seconds, (lo, hi): (Seconds, Seconds), over: Code) {
+fn in_range(
+    v: &mut Vec<Violation>,
+    what: &str,
+    value: Seconds,
+    (lo, hi): (Seconds, Seconds),
+    over: Code,
+) {
     if value < lo || value > hi {
         // Too long breaks the requirement the limit serves; too short is only nonsense.
         let code = if value > hi { over } else { Code::Range };
@@ -437,8 +504,14 @@ fn parse_identify_by(v: &mut Vec<Violation>, names: &[String]) -> Vec<IdentifyBy
             Some(m) => out.push(m),
             None => v.push(Violation::new(
                 Code::UnknownName,
-                format!("identify_by: unknown method {:?} (known: user_name, card, badge, fido2)", truncate(name)),
-                format!("identify_by: 不明な方法 {:?}(使用可能: user_name, card, badge, fido2)", truncate(name)),
+                format!(
+                    "identify_by: unknown method {:?} (known: user_name, card, badge, fido2)",
+                    truncate(name)
+                ),
+                format!(
+                    "identify_by: 不明な方法 {:?}(使用可能: user_name, card, badge, fido2)",
+                    truncate(name)
+                ),
             )),
         }
     }
@@ -501,12 +574,22 @@ fn check_rule(
         }
     }
 
-    let role_set = resolve_names(&mut v, name, "role", &file.roles, roles, |set: &mut RoleSet, i| {
-        set.insert(i)
-    });
-    let group_set = resolve_names(&mut v, name, "group", &file.groups, groups, |set: &mut GroupSet, i| {
-        set.insert(GroupId(i))
-    });
+    let role_set = resolve_names(
+        &mut v,
+        name,
+        "role",
+        &file.roles,
+        roles,
+        |set: &mut RoleSet, i| set.insert(i),
+    );
+    let group_set = resolve_names(
+        &mut v,
+        name,
+        "group",
+        &file.groups,
+        groups,
+        |set: &mut GroupSet, i| set.insert(GroupId(i)),
+    );
 
     let combinations = check_combinations(&mut v, name, &file.allow);
 
@@ -568,9 +651,11 @@ fn check_rule(
     }
     fido2_aaguids.sort_by_key(|a| a.0);
     if !fido2_aaguids.is_empty()
-        && !combinations
-            .iter()
-            .any(|c| c.factors.iter().any(|k| matches!(k, FactorKind::Fido2 | FactorKind::Fido2Uv)))
+        && !combinations.iter().any(|c| {
+            c.factors
+                .iter()
+                .any(|k| matches!(k, FactorKind::Fido2 | FactorKind::Fido2Uv))
+        })
     {
         v.push(
             Violation::new(
@@ -650,7 +735,11 @@ fn resolve_names<S: Default>(
     set
 }
 
-fn check_combinations(v: &mut Vec<Violation>, rule: &str, allow: &[Vec<String>]) -> Vec<Combination> {
+fn check_combinations(
+    v: &mut Vec<Violation>,
+    rule: &str,
+    allow: &[Vec<String>],
+) -> Vec<Combination> {
     if allow.is_empty() {
         v.push(
             Violation::new(
@@ -665,17 +754,31 @@ fn check_combinations(v: &mut Vec<Violation>, rule: &str, allow: &[Vec<String>])
         v.push(
             Violation::new(
                 Code::Limit,
-                format!("{} combinations; the limit is {MAX_COMBINATIONS}", allow.len()),
-                format!("組合せが{}件あります。上限は{MAX_COMBINATIONS}件です", allow.len()),
+                format!(
+                    "{} combinations; the limit is {MAX_COMBINATIONS}",
+                    allow.len()
+                ),
+                format!(
+                    "組合せが{}件あります。上限は{MAX_COMBINATIONS}件です",
+                    allow.len()
+                ),
             )
             .in_rule(rule),
         );
     }
     let mut out: Vec<Combination> = Vec::new();
     for written in allow.iter().take(MAX_COMBINATIONS) {
-        let shown: Vec<String> = written.iter().take(MAX_FACTORS + 1).map(|s| truncate(s)).collect();
+        let shown: Vec<String> = written
+            .iter()
+            .take(MAX_FACTORS + 1)
+            .map(|s| truncate(s))
+            .collect();
         let (combination, problems) = check_combination(written);
-        v.extend(problems.into_iter().map(|x| x.in_rule(rule).in_combination(&shown)));
+        v.extend(
+            problems
+                .into_iter()
+                .map(|x| x.in_rule(rule).in_combination(&shown)),
+        );
         if let Some(c) = combination {
             if out.contains(&c) {
                 v.push(
@@ -705,7 +808,10 @@ fn check_combination(written: &[String]) -> (Option<Combination>, Vec<Violation>
         v.push(Violation::new(
             Code::Limit,
             format!("{} factors; the limit is {MAX_FACTORS}", written.len()),
-            format!("要素が{}個あります。上限は{MAX_FACTORS}個です", written.len()),
+            format!(
+                "要素が{}個あります。上限は{MAX_FACTORS}個です",
+                written.len()
+            ),
         ));
         return (None, v);
     }
@@ -728,8 +834,16 @@ fn check_combination(written: &[String]) -> (Option<Combination>, Vec<Violation>
             let known: Vec<&str> = FactorKind::ALL.iter().map(|k| k.name()).collect();
             v.push(Violation::new(
                 Code::UnknownName,
-                format!("unknown factor {:?} (known: {})", truncate(name), known.join(", ")),
-                format!("不明な認証要素 {:?}(使用可能: {})", truncate(name), known.join(", ")),
+                format!(
+                    "unknown factor {:?} (known: {})",
+                    truncate(name),
+                    known.join(", ")
+                ),
+                format!(
+                    "不明な認証要素 {:?}(使用可能: {})",
+                    truncate(name),
+                    known.join(", ")
+                ),
             ));
         }
     }

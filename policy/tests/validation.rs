@@ -41,13 +41,19 @@ fn codes(allow: &str) -> Vec<Code> {
 #[track_caller]
 fn refused_with(allow: &str, code: Code) {
     let found = codes(allow);
-    assert!(found.contains(&code), "{allow}: expected {code}, got {found:?}");
+    assert!(
+        found.contains(&code),
+        "{allow}: expected {code}, got {found:?}"
+    );
 }
 
 #[track_caller]
 fn accepted(allow: &str) {
     let found = violations(&policy_text(allow, ""));
-    assert!(found.is_empty(), "{allow}: expected acceptance, got {found:#?}");
+    assert!(
+        found.is_empty(),
+        "{allow}: expected acceptance, got {found:#?}"
+    );
 }
 
 #[test]
@@ -90,7 +96,10 @@ fn r_auth_2_rejects_id_plus_usb_token() {
     assert!(auth2.iter().any(|v| v.en.contains("public identifier")));
     assert!(auth2.iter().all(|v| !v.ja.is_empty()));
     assert_eq!(auth2[0].rule.as_deref(), Some("r"));
-    assert_eq!(auth2[0].combination.as_deref(), Some("[user_id, usb_token]"));
+    assert_eq!(
+        auth2[0].combination.as_deref(),
+        Some("[user_id, usb_token]")
+    );
 }
 
 #[test]
@@ -198,7 +207,11 @@ fn r_rate_1_at_most_100_consecutive_failures() {
         "[rule.failures]\nmax_consecutive = 100",
     ));
     assert!(ok.is_empty(), "{ok:#?}");
-    for bad in ["max_consecutive = 101", "max_consecutive = 0", "backoff_base = \"0s\""] {
+    for bad in [
+        "max_consecutive = 101",
+        "max_consecutive = 0",
+        "backoff_base = \"0s\"",
+    ] {
         let found = violations(&policy_text(
             r#"[["badge", "server_pin"]]"#,
             &format!("[rule.failures]\n{bad}"),
@@ -213,7 +226,10 @@ fn r_sess_1_refuses_long_idle_and_long_sessions() {
         ("[rule.session]\nidle_lock = \"31m\"", Code::RSess1),
         ("[rule.session]\nmax_length = \"25h\"", Code::RSess1),
         ("[rule.session]\nidle_lock = \"5s\"", Code::Range),
-        ("[rule.session]\nidle_lock = \"2h\"\nmax_length = \"1h\"", Code::RSess1),
+        (
+            "[rule.session]\nidle_lock = \"2h\"\nmax_length = \"1h\"",
+            Code::RSess1,
+        ),
     ] {
         let found = violations(&policy_text(r#"[["badge", "server_pin"]]"#, extra));
         assert!(found.iter().any(|v| v.code == code), "{extra}: {found:#?}");
@@ -226,7 +242,10 @@ fn r_sess_1_idle_lock_may_not_exceed_session_length() {
         r#"[["badge", "server_pin"]]"#,
         "[rule.session]\nidle_lock = \"20m\"\nmax_length = \"10m\"",
     ));
-    assert!(found.iter().any(|v| v.en.contains("longer than")), "{found:#?}");
+    assert!(
+        found.iter().any(|v| v.en.contains("longer than")),
+        "{found:#?}"
+    );
 }
 
 #[test]
@@ -245,8 +264,10 @@ fn r_off_1_offline_use_is_bounded() {
 
 #[test]
 fn r_emerg_1_break_glass_is_its_own_purpose_and_flagged() {
-    let text = policy_text(r#"[["badge", "server_pin"]]"#, "")
-        .replace(r#"purposes = ["login"]"#, r#"purposes = ["break_glass", "login"]"#);
+    let text = policy_text(r#"[["badge", "server_pin"]]"#, "").replace(
+        r#"purposes = ["login"]"#,
+        r#"purposes = ["break_glass", "login"]"#,
+    );
     let found = violations(&text);
     let emerg: Vec<&Violation> = found.iter().filter(|v| v.code == Code::REmerg1).collect();
     assert_eq!(emerg.len(), 2, "{found:#?}");
@@ -271,8 +292,16 @@ fn r_sig_1_qualification_needs_a_smartcard_combination() {
 
 #[test]
 fn r_pol_1_lists_every_violation_not_just_the_first() {
-    let found = codes(r#"[["user_id", "usb_token"], ["biometric"], ["badge", "biometric_host_match"]]"#);
-    for code in [Code::RAuth2, Code::RAuth4, Code::RBio2, Code::RBio1, Code::RAuth1, Code::RAuth3] {
+    let found =
+        codes(r#"[["user_id", "usb_token"], ["biometric"], ["badge", "biometric_host_match"]]"#);
+    for code in [
+        Code::RAuth2,
+        Code::RAuth4,
+        Code::RBio2,
+        Code::RBio1,
+        Code::RAuth1,
+        Code::RAuth3,
+    ] {
         assert!(found.contains(&code), "missing {code}: {found:?}");
     }
 }
@@ -291,7 +320,9 @@ fn r_pol_1_refuses_unknown_roles_groups_and_factors() {
     assert_eq!(refs.len(), 2, "{found:#?}");
     assert!(refs.iter().any(|m| m.contains("janitor")));
     assert!(refs.iter().any(|m| m.contains("icu")));
-    assert!(found.iter().any(|v| v.code == Code::UnknownName && v.en.contains("sms")));
+    assert!(found
+        .iter()
+        .any(|v| v.code == Code::UnknownName && v.en.contains("sms")));
 }
 
 #[test]
@@ -314,7 +345,10 @@ allow = [["smartcard", "card_pin"]]
     assert!(overlap[0].en.contains("\"nurse\""));
 
     // Same roles and group, different purposes: no overlap.
-    let disjoint = text.replace(r#"purposes = ["login", "unlock"]"#, r#"purposes = ["unlock"]"#);
+    let disjoint = text.replace(
+        r#"purposes = ["login", "unlock"]"#,
+        r#"purposes = ["unlock"]"#,
+    );
     assert!(violations(&disjoint).is_empty());
 }
 
@@ -325,7 +359,10 @@ fn r_pol_1_refuses_duplicates_and_empty_lists() {
         "",
     ));
     assert!(dup.iter().any(|v| v.code == Code::Duplicate), "{dup:#?}");
-    let overlapping_kinds = violations(&policy_text(r#"[["badge", "biometric", "biometric_sealed"]]"#, ""));
+    let overlapping_kinds = violations(&policy_text(
+        r#"[["badge", "biometric", "biometric_sealed"]]"#,
+        "",
+    ));
     assert!(overlapping_kinds.iter().any(|v| v.code == Code::Duplicate));
     let empty = violations(&policy_text("[]", ""));
     assert!(empty.iter().any(|v| v.code == Code::Range));
@@ -348,7 +385,10 @@ fn malformed_text_and_durations_are_parse_errors() {
     for text in [
         "version = ",
         "version = 1\nname = 3",
-        &policy_text(r#"[["badge", "server_pin"]]"#, "max_factor_age = \"5 minutes\""),
+        &policy_text(
+            r#"[["badge", "server_pin"]]"#,
+            "max_factor_age = \"5 minutes\"",
+        ),
         &policy_text(r#"[["badge", "server_pin"]]"#, "max_factor_age = 300"),
         &policy_text(r#"[["badge", "server_pin"]]"#, "").replace("login", "logon"),
     ] {
@@ -371,13 +411,17 @@ fn oversized_policy_is_refused_before_parsing() {
 #[test]
 fn limits_on_names_and_counts() {
     let long_role = "r".repeat(65);
-    let text = policy_text(r#"[["badge", "server_pin"]]"#, "")
-        .replace(r#"roles = ["nurse", "physician"]"#, &format!(r#"roles = ["nurse", "{long_role}"]"#));
+    let text = policy_text(r#"[["badge", "server_pin"]]"#, "").replace(
+        r#"roles = ["nurse", "physician"]"#,
+        &format!(r#"roles = ["nurse", "{long_role}"]"#),
+    );
     assert!(violations(&text).iter().any(|v| v.code == Code::Limit));
 
     let many: Vec<String> = (0..200).map(|i| format!("\"r{i}\"")).collect();
-    let text = policy_text(r#"[["badge", "server_pin"]]"#, "")
-        .replace(r#"roles = ["nurse", "physician"]"#, &format!("roles = [\"nurse\", {}]", many.join(", ")));
+    let text = policy_text(r#"[["badge", "server_pin"]]"#, "").replace(
+        r#"roles = ["nurse", "physician"]"#,
+        &format!("roles = [\"nurse\", {}]", many.join(", ")),
+    );
     assert!(violations(&text).iter().any(|v| v.code == Code::Limit));
 
     let nine: Vec<&str> = std::iter::repeat_n("\"badge\"", 9).collect();
@@ -399,7 +443,10 @@ groups = ["ward"]
 allow = [["smartcard", "card_pin"]]
 "#
     )
-    .replace("[groups.ward]", "[groups.ward]\n[defaults.session]\nidle_lock = \"2h\"\n");
+    .replace(
+        "[groups.ward]",
+        "[groups.ward]\n[defaults.session]\nidle_lock = \"2h\"\n",
+    );
     let found = violations(&text);
     let sess: Vec<&Violation> = found.iter().filter(|v| v.code == Code::RSess1).collect();
     assert_eq!(sess.len(), 1, "{found:#?}");

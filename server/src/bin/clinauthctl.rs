@@ -9,7 +9,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "clinauthctl", version, about = "ClinAuth officer and operator commands")]
+#[command(
+    name = "clinauthctl",
+    version,
+    about = "ClinAuth officer and operator commands"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -41,7 +45,11 @@ fn main() -> ExitCode {
         Command::Policy(PolicyCommand::Check { file }) => ctl::policy::check(&file, &mut out),
     };
     let mut stdout = std::io::stdout().lock();
-    if stdout.write_all(out.as_bytes()).and_then(|()| stdout.flush()).is_err() {
+    if stdout
+        .write_all(out.as_bytes())
+        .and_then(|()| stdout.flush())
+        .is_err()
+    {
         return ExitCode::from(Outcome::Error as u8);
     }
     ExitCode::from(outcome as u8)

@@ -124,7 +124,11 @@ fn summarize(policy: &Policy, out: &mut String) {
         let _ = writeln!(out, "  groups:   {}", groups.join(", "));
         let _ = writeln!(out, "  allow:    {}", allow.join("  |  "));
         if !rule.qualifications.is_empty() {
-            let _ = writeln!(out, "  requires: HPKI qualification {}", rule.qualifications.join(" or "));
+            let _ = writeln!(
+                out,
+                "  requires: HPKI qualification {}",
+                rule.qualifications.join(" or ")
+            );
         }
         if !rule.fido2_aaguids.is_empty() {
             let models: Vec<String> = rule.fido2_aaguids.iter().map(|a| a.to_string()).collect();
@@ -168,7 +172,11 @@ fn summarize(policy: &Policy, out: &mut String) {
             out,
             "  {:<14} {}",
             group.name,
-            if purposes.is_empty() { "(nothing)".to_owned() } else { purposes.join(", ") }
+            if purposes.is_empty() {
+                "(nothing)".to_owned()
+            } else {
+                purposes.join(", ")
+            }
         );
     }
 }

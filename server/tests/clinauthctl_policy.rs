@@ -1,0 +1,75 @@
+//! `clinauthctl policy check` as an officer runs it.
+
+use std::process::Command;
+
+fn run(args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_clinauthctl"))
+        .args(args)
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap() + &String::from_utf8(out.stderr).unwrap();
+    (out.status.code().unwrap_or(-1), text)
+}
+
+#[test]
+fn r_pol_1_weak_policy_exits_non_zero_and_names_r_auth_2() {
+    let (code, out) = run(&["policy", "check", "examples/policy/weak.toml"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("REFUSED"), "{out}");
+    assert!(out.contains("R-AUTH-2"), "{out}");
+    assert!(out.contains("id-plus-usb-token"), "{out}");
+    assert!(out.contains("[user_id, usb_token]"), "{out}");
+    assert!(out.contains("公開された識別子"), "{out}");
+}
+
+#[test]
+fn r_pol_1_hospital_policy_exits_zero_with_a_summary() {
+    let (code, out) = run(&["policy", "check", "examples/policy/hospital.toml"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("ACCEPTED"), "{out}");
+    assert!(out.contains("digest sha256:"), "{out}");
+    assert!(out.contains("rule \"ward-login\": login, unlock"), "{out}");
+    assert!(out.contains("smartcard + card_pin"), "{out}");
+    assert!(out.contains("every use flagged for review"), "{out}");
+}
+
+#[test]
+fn unreadable_and_malformed_files_exit_2() {
+    let (code, out) = run(&["policy", "check", "does/not/exist.toml"]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("cannot read"), "{out}");
+
+    let dir = std::env::temp_dir().join(format!("clinauthctl-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("bad.toml");
+    std::fs::write(
+        &bad,
+        "version = 1\nname = \"x\"\nroles = [\"a\"]\nbogus = true\n",
+    )
+    .unwrap();
+    let (code, out) = run(&["policy", "check", bad.to_str().unwrap()]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("bogus"), "{out}");
+
+    let big = dir.join("big.toml");
+    std::fs::write(&big, "#".repeat(1024 * 1024 + 1)).unwrap();
+    let (code, out) = run(&["policy", "check", big.to_str().unwrap()]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("larger than"), "{out}");
+
+    let binary = dir.join("binary.toml");
+    std::fs::write(&binary, [0xff, 0xfe, 0x00]).unwrap();
+    let (code, out) = run(&["policy", "check", binary.to_str().unwrap()]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("not UTF-8"), "{out}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let (code, _) = run(&["policy"]);
+    assert_eq!(code, 2);
+    let (code, _) = run(&["policy", "check"]);
+    assert_eq!(code, 2);
+}
