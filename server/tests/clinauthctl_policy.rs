@@ -73,3 +73,101 @@ fn usage_errors_exit_2() {
     let (code, _) = run(&["policy", "check"]);
     assert_eq!(code, 2);
 }
+
+fn simulate(extra: &[&str]) -> (i32, String) {
+    let mut args = vec!["policy", "simulate", "examples/policy/hospital.toml"];
+    args.extend_from_slice(extra);
+    run(&args)
+}
+
+#[test]
+fn simulate_allows_badge_plus_pin_on_the_ward() {
+    let (code, out) = simulate(&[
+        "--roles",
+        "nurse",
+        "--group",
+        "ward",
+        "--evidence",
+        "badge,server_pin",
+    ]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("ALLOW"), "{out}");
+    assert!(out.contains("\"ward-login\""), "{out}");
+    assert!(out.contains("idle lock 3m"), "{out}");
+}
+
+#[test]
+fn simulate_r_auth_3_badge_alone_says_what_to_add() {
+    let (code, out) = simulate(&["--roles", "nurse", "--group", "ward", "--evidence", "badge"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("add one of: PIN or password, fingerprint"),
+        "{out}"
+    );
+}
+
+#[test]
+fn simulate_r_sig_1_prescription_needs_a_physician_card() {
+    let base = [
+        "--roles",
+        "physician",
+        "--group",
+        "ward",
+        "--purpose",
+        "sign",
+        "--evidence",
+        "card",
+    ];
+    let (code, out) = simulate(&[&base[..], &["--qualification", "Medical Doctor"]].concat());
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = simulate(&[&base[..], &["--qualification", "Nurse"]].concat());
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("R-SIG-1"), "{out}");
+}
+
+#[test]
+fn simulate_r_off_1_offline_ward_login_within_72h_only() {
+    let base = ["--roles", "nurse", "--group", "ward", "--evidence", "card"];
+    let (code, out) = simulate(&[&base[..], &["--offline-bundle-age", "10h"]].concat());
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("(offline)"), "{out}");
+    let (code, out) = simulate(&[&base[..], &["--offline-bundle-age", "4d"]].concat());
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("offline"), "{out}");
+}
+
+#[test]
+fn simulate_refuses_unknown_evidence_and_bad_durations() {
+    let (code, out) = simulate(&[
+        "--roles",
+        "nurse",
+        "--group",
+        "ward",
+        "--evidence",
+        "retina",
+    ]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("unknown evidence"), "{out}");
+    let (code, _) = simulate(&[
+        "--roles",
+        "nurse",
+        "--group",
+        "ward",
+        "--evidence",
+        "card",
+        "--evidence-age",
+        "5 min",
+    ]);
+    assert_eq!(code, 2);
+    let (code, out) = run(&[
+        "policy",
+        "simulate",
+        "examples/policy/weak.toml",
+        "--roles",
+        "nurse",
+        "--group",
+        "ward",
+    ]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("policy check"), "{out}");
+}

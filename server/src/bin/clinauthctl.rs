@@ -3,6 +3,7 @@
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use clap::{Parser, Subcommand};
+use clinauth_policy::{Purpose, Seconds};
 use clinauth_server::ctl::{self, Outcome};
 use std::io::Write;
 use std::path::PathBuf;
@@ -36,6 +37,35 @@ enum PolicyCommand {
         /// The policy file (TOML).
         file: PathBuf,
     },
+    /// Show what a policy would decide, without any server.
+    ///
+    /// Exit status: 0 allow, 1 deny, 2 error.
+    Simulate {
+        /// The policy file (TOML).
+        file: PathBuf,
+        /// The user's roles, comma-separated.
+        #[arg(long, value_delimiter = ',', required = true)]
+        roles: Vec<String>,
+        /// The workstation group.
+        #[arg(long)]
+        group: String,
+        /// The purpose: login, unlock, step_up, confirm, sign or break_glass.
+        #[arg(long, default_value = "login")]
+        purpose: Purpose,
+        /// The verified evidence, comma-separated: card, card_no_pin, server_pin,
+        /// fido2_uv, fido2, totp, badge, finger_on_reader, finger_sealed, finger_host.
+        #[arg(long, value_delimiter = ',')]
+        evidence: Vec<String>,
+        /// The HPKI qualification on the card certificate.
+        #[arg(long)]
+        qualification: Option<String>,
+        /// Decide offline, with the user's cached bundle this old (e.g. 2h).
+        #[arg(long)]
+        offline_bundle_age: Option<Seconds>,
+        /// How long ago the evidence was verified (e.g. 10s).
+        #[arg(long, default_value = "1s")]
+        evidence_age: Seconds,
+    },
 }
 
 fn main() -> ExitCode {
@@ -43,6 +73,33 @@ fn main() -> ExitCode {
     let mut out = String::new();
     let outcome = match cli.command {
         Command::Policy(PolicyCommand::Check { file }) => ctl::policy::check(&file, &mut out),
+        Command::Policy(PolicyCommand::Simulate {
+            file,
+            roles,
+            group,
+            purpose,
+            evidence,
+            qualification,
+            offline_bundle_age,
+            evidence_age,
+        }) => {
+            let sim = ctl::policy::Simulation {
+                roles,
+                group,
+                purpose,
+                evidence,
+                qualification,
+                offline_bundle_age,
+                evidence_age,
+            };
+            match ctl::now() {
+                Some(now) => ctl::policy::simulate(&file, &sim, now, &mut out),
+                None => {
+                    out.push_str("error: the system clock is before 1970\n");
+                    Outcome::Error
+                }
+            }
+        }
     };
     let mut stdout = std::io::stdout().lock();
     if stdout

@@ -13,3 +13,14 @@ pub enum Outcome {
     /// The command could not run: unreadable file, syntax error, bad usage.
     Error = 2,
 }
+
+/// The current time. The CLI is the edge where the clock is read; everything
+/// below takes time as a parameter.
+pub fn now() -> Option<clinauth_policy::UnixTime> {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?;
+    i64::try_from(since.as_secs())
+        .ok()
+        .map(clinauth_policy::UnixTime)
+}

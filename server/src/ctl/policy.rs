@@ -1,9 +1,14 @@
 //! `clinauthctl policy check FILE`: validate a policy file and print every
 //! violation (R-POL-1), or a summary of what the policy allows where.
+//! `clinauthctl policy simulate FILE …`: what the policy would decide for a
+//! role, group, purpose and evidence, so an officer can try a change first.
 
 use super::Outcome;
 use clinauth_policy::file::MAX_POLICY_BYTES;
-use clinauth_policy::{Policy, PolicyError, Purpose, Violation};
+use clinauth_policy::{
+    BiometricProtection, Connectivity, Context, Decision, Evidence, Factor, Policy, PolicyError,
+    Purpose, Seconds, UnixTime, Violation,
+};
 use std::fmt::Write as _;
 use std::io::Read;
 use std::path::Path;
@@ -178,5 +183,153 @@ fn summarize(policy: &Policy, out: &mut String) {
                 purposes.join(", ")
             }
         );
+    }
+}
+
+/// What `policy simulate` is asked.
+#[derive(Debug, Clone)]
+pub struct Simulation {
+    /// The user's roles.
+    pub roles: Vec<String>,
+    /// The workstation group.
+    pub group: String,
+    /// The purpose.
+    pub purpose: Purpose,
+    /// Evidence names (see [`EVIDENCE_NAMES`]).
+    pub evidence: Vec<String>,
+    /// The HPKI qualification on the card, if any.
+    pub qualification: Option<String>,
+    /// Decide offline with a bundle this old.
+    pub offline_bundle_age: Option<Seconds>,
+    /// How long ago the evidence was verified.
+    pub evidence_age: Seconds,
+}
+
+/// The evidence names `policy simulate` understands, with what each stands for.
+pub const EVIDENCE_NAMES: &[(&str, &str)] = &[
+    (
+        "card",
+        "smartcard signature from a PIN-protected key (card + card PIN)",
+    ),
+    (
+        "card_no_pin",
+        "smartcard signature from a key without PIN protection",
+    ),
+    ("server_pin", "PIN or password checked by the server"),
+    ("fido2_uv", "FIDO2 assertion with user verification"),
+    ("fido2", "FIDO2 assertion with user presence only"),
+    ("totp", "TOTP code"),
+    ("badge", "contactless badge UID"),
+    ("finger_on_reader", "fingerprint matched on the reader"),
+    (
+        "finger_sealed",
+        "fingerprint as a sealed template matched by the server",
+    ),
+    ("finger_host", "fingerprint matched on the workstation"),
+];
+
+fn evidence_factor(name: &str, qualification: &Option<String>) -> Option<Factor> {
+    let finger = |protection| Factor::Biometric {
+        protection,
+        presentation_attack_detection: false,
+    };
+    Some(match name {
+        "card" | "card_no_pin" => Factor::Smartcard {
+            pin_protected_key: name == "card",
+            qualification: qualification.clone(),
+        },
+        "server_pin" | "password" => Factor::ServerPin,
+        "fido2_uv" | "fido2" => Factor::Fido2 {
+            user_verified: name == "fido2_uv",
+            aaguid: None,
+        },
+        "totp" => Factor::Totp,
+        "badge" => Factor::Badge,
+        "finger_on_reader" => finger(BiometricProtection::MatchOnReader),
+        "finger_sealed" => finger(BiometricProtection::SealedTemplate),
+        "finger_host" => finger(BiometricProtection::HostMatch),
+        _ => return None,
+    })
+}
+
+/// Runs `policy simulate`: what would the policy decide? Exit 0 allow, 1 deny.
+pub fn simulate(path: &Path, sim: &Simulation, now: UnixTime, out: &mut String) -> Outcome {
+    let text = match read_policy_text(path) {
+        Ok(text) => text,
+        Err(e) => {
+            let _ = writeln!(out, "error: {e}");
+            return Outcome::Error;
+        }
+    };
+    let policy = match Policy::from_toml(&text) {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = writeln!(
+                out,
+                "error: {}: {e} (run `clinauthctl policy check` for details)",
+                path.display()
+            );
+            return Outcome::Error;
+        }
+    };
+    let mut evidence = Vec::with_capacity(sim.evidence.len());
+    for name in &sim.evidence {
+        match evidence_factor(name, &sim.qualification) {
+            Some(f) => evidence.push(Evidence::new(
+                f,
+                UnixTime(now.0 - sim.evidence_age.as_i64()),
+            )),
+            None => {
+                let known: Vec<&str> = EVIDENCE_NAMES.iter().map(|(n, _)| *n).collect();
+                let _ = writeln!(
+                    out,
+                    "error: unknown evidence {name:?}; known: {}",
+                    known.join(", ")
+                );
+                return Outcome::Error;
+            }
+        }
+    }
+    let ctx = Context {
+        roles: policy.role_set(&sim.roles),
+        group: &sim.group,
+        purpose: sim.purpose,
+        connectivity: match sim.offline_bundle_age {
+            Some(age) => Connectivity::Offline {
+                bundle_issued_at: UnixTime(now.0 - age.as_i64()),
+            },
+            None => Connectivity::Online,
+        },
+        now,
+        max_age: None,
+    };
+    match policy.decide(&ctx, &evidence) {
+        Decision::Allow(allow) => {
+            let _ = writeln!(
+                out,
+                "ALLOW / 許可: rule {:?}, combination {}{}",
+                allow.rule.name,
+                allow.combination,
+                if allow.offline { " (offline)" } else { "" }
+            );
+            let _ = writeln!(
+                out,
+                "  session: idle lock {}, at most {}{}",
+                allow.rule.session.idle_lock,
+                allow.rule.session.max_length,
+                if allow.review {
+                    "; flagged for review"
+                } else {
+                    ""
+                }
+            );
+            let _ = writeln!(out, "  policy {}", policy.digest());
+            Outcome::Ok
+        }
+        Decision::Deny(deny) => {
+            let _ = writeln!(out, "DENY / 拒否: {}\n  {}", deny.en(), deny.ja());
+            let _ = writeln!(out, "  policy {}", policy.digest());
+            Outcome::Refused
+        }
     }
 }
