@@ -1,4 +1,17 @@
 //! `clinauth-proto`: every message that crosses a process boundary.
+//!
+//! The agent socket speaks newline-delimited JSON:
+//!
+//! - [`frame`]: framing, the 64 KiB limit, the incremental decoder and a
+//!   blocking reader;
+//! - [`envelope`]: the versioned envelope `{"v":1,"id":…,"body":{…}}`;
+//! - [`agent`]: the requests and replies, and the error codes;
+//! - [`text`], [`secret`]: bounded field types, and the redacted,
+//!   zeroizing [`SecretString`];
+//! - [`client`]: [`AgentClient`], the blocking client for the PAM module;
+//! - [`serve`]: the agent's side (read a request, write a reply, refuse a
+//!   bad frame);
+//! - [`fuzzing`]: the function the fuzz target runs.
 #![forbid(unsafe_code)]
 #![deny(
     clippy::unwrap_used,
@@ -17,3 +30,20 @@
         clippy::indexing_slicing
     )
 )]
+#![warn(missing_docs)]
+
+pub mod agent;
+pub mod client;
+pub mod envelope;
+pub mod frame;
+pub mod fuzzing;
+pub mod secret;
+pub mod serve;
+pub mod text;
+
+pub use agent::{ErrorCode, Outcome, PromptKind, PromptStyle, Reply, Request};
+pub use client::{AgentClient, ClientError};
+pub use envelope::{Envelope, PROTOCOL_VERSION};
+pub use frame::{FrameDecoder, FrameError, MAX_FRAME_LEN};
+pub use secret::SecretString;
+pub use text::{Label, Text, Ticket, UserName};

@@ -9,4 +9,8 @@
 )]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+pub mod audit;
+pub mod clock;
 pub mod ctl;
+pub mod directory;
+pub mod store;

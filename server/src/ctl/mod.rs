@@ -17,10 +17,6 @@ pub enum Outcome {
 /// The current time. The CLI is the edge where the clock is read; everything
 /// below takes time as a parameter.
 pub fn now() -> Option<clinauth_policy::UnixTime> {
-    let since = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .ok()?;
-    i64::try_from(since.as_secs())
-        .ok()
-        .map(clinauth_policy::UnixTime)
+    let now = crate::clock::now();
+    (now.0 > 0).then_some(now)
 }

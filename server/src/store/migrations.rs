@@ -1,0 +1,103 @@
+//! Schema migrations, the same for both engines: `{blob}` becomes `BLOB` on
+//! SQLite and `BYTEA` on PostgreSQL; everything else is common SQL.
+//! Migrations only ever append: an applied one is never edited.
+
+use super::{Backend, Store, StoreError};
+use sqlx::{AssertSqlSafe, Executor, Row};
+
+/// (version, SQL). Statements are separated by `;` at line ends.
+pub const MIGRATIONS: &[(i64, &str)] = &[(
+    1,
+    r#"
+CREATE TABLE users (
+    id            TEXT PRIMARY KEY,
+    display_name  TEXT NOT NULL,
+    roles         TEXT NOT NULL,
+    state         TEXT NOT NULL,
+    created_at    BIGINT NOT NULL,
+    updated_at    BIGINT NOT NULL
+);
+CREATE TABLE workstations (
+    id            TEXT PRIMARY KEY,
+    cert_sha256   TEXT NOT NULL UNIQUE,
+    group_name    TEXT NOT NULL,
+    location      TEXT NOT NULL,
+    state         TEXT NOT NULL,
+    last_contact  BIGINT,
+    created_at    BIGINT NOT NULL,
+    updated_at    BIGINT NOT NULL
+);
+CREATE TABLE devices (
+    id            TEXT PRIMARY KEY,
+    kind          TEXT NOT NULL,
+    owner         TEXT REFERENCES users(id),
+    description   TEXT NOT NULL,
+    public_key    {blob},
+    attributes    TEXT NOT NULL,
+    state         TEXT NOT NULL,
+    last_contact  BIGINT,
+    created_at    BIGINT NOT NULL,
+    updated_at    BIGINT NOT NULL
+);
+CREATE TABLE audit_log (
+    seq           BIGINT PRIMARY KEY,
+    at_ms         BIGINT NOT NULL,
+    actor         TEXT NOT NULL,
+    workstation   TEXT,
+    action        TEXT NOT NULL,
+    target        TEXT,
+    outcome       TEXT NOT NULL,
+    detail        TEXT NOT NULL,
+    prev_hash     {blob} NOT NULL,
+    hash          {blob} NOT NULL,
+    signature     {blob} NOT NULL
+)
+"#,
+)];
+
+fn render(sql: &str, backend: Backend) -> String {
+    let blob = match backend {
+        Backend::Sqlite => "BLOB",
+        Backend::Postgres => "BYTEA",
+    };
+    sql.replace("{blob}", blob)
+}
+
+/// Applies what is missing, each migration in its own transaction. Several
+/// replicas starting at once on PostgreSQL are serialised by an advisory lock.
+pub(super) async fn run(store: &Store) -> Result<(), StoreError> {
+    let mut tx = store.begin().await?;
+    if store.backend() == Backend::Postgres {
+        tx.execute("SELECT pg_advisory_xact_lock(727100001)")
+            .await?;
+    }
+    tx.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)",
+    )
+    .await?;
+    let current: i64 = sqlx::query("SELECT COALESCE(MAX(version), 0) AS v FROM schema_migrations")
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get("v")?;
+    let newest = MIGRATIONS.last().map(|(v, _)| *v).unwrap_or(0);
+    if current > newest {
+        return Err(StoreError::SchemaTooNew {
+            found: current,
+            supported: newest,
+        });
+    }
+    for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
+        for statement in render(sql, store.backend()).split(";\n") {
+            if !statement.trim().is_empty() {
+                tx.execute(AssertSqlSafe(statement.to_owned())).await?;
+            }
+        }
+        sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)")
+            .bind(*version)
+            .bind(crate::clock::now_ms())
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
