@@ -10,7 +10,10 @@ use std::hint::black_box;
 const NOW: UnixTime = UnixTime(1_800_000_000);
 
 fn hospital() -> Policy {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/policy/hospital.toml");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/policy/hospital.toml"
+    );
     let text = std::fs::read_to_string(path).unwrap();
     Policy::from_toml(&text).unwrap()
 }
@@ -19,7 +22,10 @@ fn hospital() -> Policy {
 /// decides is the last one.
 fn large() -> Policy {
     let roles: Vec<String> = (0..120).map(|i| format!("\"role{i}\"")).collect();
-    let mut text = format!("version = 1\nname = \"large\"\nroles = [{}]\n", roles.join(", "));
+    let mut text = format!(
+        "version = 1\nname = \"large\"\nroles = [{}]\n",
+        roles.join(", ")
+    );
     for g in 0..250 {
         text.push_str(&format!("[groups.g{g}]\n"));
     }
@@ -58,9 +64,10 @@ fn bench(c: &mut Criterion) {
     c.bench_function("decide/allow badge+finger (hospital policy)", |b| {
         b.iter(|| black_box(policy.decide(black_box(&ctx), black_box(&badge_finger))).is_allow())
     });
-    c.bench_function("decide/deny badge alone with explanation (hospital policy)", |b| {
-        b.iter(|| black_box(policy.decide(black_box(&ctx), black_box(&badge_only))).is_allow())
-    });
+    c.bench_function(
+        "decide/deny badge alone with explanation (hospital policy)",
+        |b| b.iter(|| black_box(policy.decide(black_box(&ctx), black_box(&badge_only))).is_allow()),
+    );
 
     let large = large();
     let ctx = Context {

@@ -139,6 +139,23 @@ impl NotCounted {
 }
 
 impl Policy {
+    /// The rules that apply to these roles at this group for this purpose,
+    /// in file order: what a workstation may offer the user before any
+    /// factor is presented. Empty for an unknown group.
+    pub fn applicable<'p>(
+        &'p self,
+        roles: RoleSet,
+        group: &str,
+        purpose: Purpose,
+    ) -> impl Iterator<Item = &'p Rule> + 'p {
+        let group = self.group_id(group);
+        self.rules.iter().filter(move |rule| {
+            group.is_some_and(|g| rule.groups.contains(g))
+                && rule.purposes.contains(purpose)
+                && rule.roles.intersects(roles)
+        })
+    }
+
     /// Decides. Every login asks this.
     pub fn decide<'p>(&'p self, ctx: &Context<'_>, evidence: &[Evidence]) -> Decision<'p> {
         let Some(group) = self.group_id(ctx.group) else {

@@ -465,3 +465,28 @@ fn decisions_are_deterministic() {
         }
     }
 }
+
+#[test]
+fn applicable_rules_are_what_a_workstation_may_offer() {
+    let policy = policy();
+    let names = |roles: &[&str], group: &str, purpose| -> Vec<String> {
+        policy
+            .applicable(policy.role_set(roles), group, purpose)
+            .map(|r| r.name.clone())
+            .collect()
+    };
+    assert_eq!(
+        names(&["nurse"], "ward", Purpose::Login),
+        vec!["ward-login"]
+    );
+    assert_eq!(
+        names(&["physician"], "ward", Purpose::Sign),
+        vec!["prescription-sign"]
+    );
+    assert!(names(&["nurse"], "ward", Purpose::Sign).is_empty());
+    assert!(names(&["nurse"], "nowhere", Purpose::Login).is_empty());
+    assert_eq!(
+        names(&["physician", "pharmacist"], "pharmacy", Purpose::Login),
+        vec!["pharmacy-login"]
+    );
+}

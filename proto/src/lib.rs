@@ -11,7 +11,8 @@
 //! - [`client`]: [`AgentClient`], the blocking client for the PAM module;
 //! - [`serve`]: the agent's side (read a request, write a reply, refuse a
 //!   bad frame);
-//! - [`fuzzing`]: the function the fuzz target runs.
+//! - [`fuzzing`]: the function the fuzz target runs;
+//! - [`ticket`]: the server-signed ticket (JWS, EdDSA) the agent and apps verify.
 #![forbid(unsafe_code)]
 #![deny(
     clippy::unwrap_used,
@@ -40,6 +41,7 @@ pub mod fuzzing;
 pub mod secret;
 pub mod serve;
 pub mod text;
+pub mod ticket;
 
 pub use agent::{ErrorCode, Outcome, PromptKind, PromptStyle, Reply, Request};
 pub use client::{AgentClient, ClientError};
