@@ -12,7 +12,8 @@
 //! - [`serve`]: the agent's side (read a request, write a reply, refuse a
 //!   bad frame);
 //! - [`fuzzing`]: the function the fuzz target runs;
-//! - [`ticket`]: the server-signed ticket (JWS, EdDSA) the agent and apps verify.
+//! - [`ticket`]: the server-signed ticket (JWS, EdDSA) the agent and apps verify;
+//! - [`workstation`]: the bodies of the workstation API (begin, finish) over mTLS.
 #![forbid(unsafe_code)]
 #![deny(
     clippy::unwrap_used,
@@ -42,6 +43,7 @@ pub mod secret;
 pub mod serve;
 pub mod text;
 pub mod ticket;
+pub mod workstation;
 
 pub use agent::{ErrorCode, Outcome, PromptKind, PromptStyle, Reply, Request};
 pub use client::{AgentClient, ClientError};
