@@ -10,7 +10,11 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub mod audit;
+pub mod auth;
 pub mod clock;
+pub mod config;
 pub mod ctl;
 pub mod directory;
+pub mod keys;
+pub mod policy_store;
 pub mod store;

@@ -6,9 +6,10 @@ use super::{Backend, Store, StoreError};
 use sqlx::{AssertSqlSafe, Executor, Row};
 
 /// (version, SQL). Statements are separated by `;` at line ends.
-pub const MIGRATIONS: &[(i64, &str)] = &[(
-    1,
-    r#"
+pub const MIGRATIONS: &[(i64, &str)] = &[
+    (
+        1,
+        r#"
 CREATE TABLE users (
     id            TEXT PRIMARY KEY,
     display_name  TEXT NOT NULL,
@@ -53,7 +54,53 @@ CREATE TABLE audit_log (
     signature     {blob} NOT NULL
 )
 "#,
-)];
+    ),
+    (
+        2,
+        r#"
+CREATE TABLE credentials (
+    id            TEXT PRIMARY KEY,
+    user_id       TEXT NOT NULL REFERENCES users(id),
+    kind          TEXT NOT NULL,
+    secret        {blob},
+    public_data   {blob},
+    meta          TEXT NOT NULL,
+    counter       BIGINT NOT NULL,
+    state         TEXT NOT NULL,
+    created_at    BIGINT NOT NULL,
+    last_used     BIGINT
+);
+CREATE INDEX credentials_by_user ON credentials (user_id, kind);
+CREATE TABLE challenges (
+    id            TEXT PRIMARY KEY,
+    nonce         {blob} NOT NULL,
+    user_id       TEXT NOT NULL,
+    workstation   TEXT NOT NULL,
+    purpose       TEXT NOT NULL,
+    webauthn      TEXT,
+    created_at    BIGINT NOT NULL,
+    expires_at    BIGINT NOT NULL,
+    used_at       BIGINT
+);
+CREATE INDEX challenges_by_expiry ON challenges (expires_at);
+CREATE TABLE throttle (
+    key                 TEXT PRIMARY KEY,
+    failures            BIGINT NOT NULL,
+    biometric_failures  BIGINT NOT NULL,
+    last_failure        BIGINT NOT NULL,
+    locked              BIGINT NOT NULL
+);
+CREATE TABLE policies (
+    digest        TEXT PRIMARY KEY,
+    version       BIGINT NOT NULL,
+    body          TEXT NOT NULL,
+    created_at    BIGINT NOT NULL,
+    created_by    TEXT NOT NULL,
+    active        BIGINT NOT NULL
+)
+"#,
+    ),
+];
 
 fn render(sql: &str, backend: Backend) -> String {
     let blob = match backend {

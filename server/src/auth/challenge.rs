@@ -1,0 +1,176 @@
+//! Challenges: 32 fresh random bytes per authentication, bound to the user,
+//! the workstation and the purpose, valid for a short time and usable once.
+//!
+//! They live in the database so that any replica can finish what another
+//! began, and "usable once" is one conditional UPDATE: whichever replica
+//! flips `used_at` first wins; a replay finds it set and is refused.
+
+use crate::store::{StoreError, Tx};
+use clinauth_policy::Purpose;
+use ring::rand::{SecureRandom, SystemRandom};
+use sqlx::Row;
+use std::fmt::Write as _;
+
+/// A challenge as issued.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Challenge {
+    /// Its identifier (128 random bits, hex).
+    pub id: String,
+    /// The nonce the factors sign or seal.
+    pub nonce: [u8; 32],
+    /// The claimed user.
+    pub user: String,
+    /// The workstation it was issued to.
+    pub workstation: String,
+    /// The purpose.
+    pub purpose: Purpose,
+    /// Expiry, ms since the epoch.
+    pub expires_at_ms: i64,
+    /// A serialised WebAuthn authentication state, if one was started.
+    pub webauthn: Option<String>,
+}
+
+/// Why a challenge could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ChallengeError {
+    /// No such challenge.
+    #[error("unknown challenge")]
+    Unknown,
+    /// Already used once (a replay).
+    #[error("challenge already used")]
+    Used,
+    /// Past its expiry.
+    #[error("challenge expired")]
+    Expired,
+    /// Issued to another workstation.
+    #[error("challenge belongs to another workstation")]
+    OtherWorkstation,
+    /// Storage failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// No randomness.
+    #[error("no randomness available")]
+    Random,
+}
+
+impl From<sqlx::Error> for ChallengeError {
+    fn from(e: sqlx::Error) -> Self {
+        ChallengeError::Store(StoreError::Db(e))
+    }
+}
+
+fn random<const N: usize>() -> Result<[u8; N], ChallengeError> {
+    let mut out = [0u8; N];
+    SystemRandom::new()
+        .fill(&mut out)
+        .map_err(|_| ChallengeError::Random)?;
+    Ok(out)
+}
+
+/// Issues a challenge.
+pub async fn issue(
+    tx: &mut Tx,
+    user: &str,
+    workstation: &str,
+    purpose: Purpose,
+    webauthn: Option<String>,
+    now_ms: i64,
+    ttl_ms: i64,
+) -> Result<Challenge, ChallengeError> {
+    let id_bytes: [u8; 16] = random()?;
+    let mut id = String::with_capacity(32);
+    for b in id_bytes {
+        let _ = write!(id, "{b:02x}");
+    }
+    let nonce: [u8; 32] = random()?;
+    let expires_at_ms = now_ms.saturating_add(ttl_ms);
+    sqlx::query(
+        "INSERT INTO challenges (id, nonce, user_id, workstation, purpose, webauthn, created_at, expires_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(&id)
+    .bind(nonce.to_vec())
+    .bind(user)
+    .bind(workstation)
+    .bind(purpose.as_str())
+    .bind(webauthn.as_deref())
+    .bind(now_ms)
+    .bind(expires_at_ms)
+    .execute(&mut **tx)
+    .await?;
+    Ok(Challenge {
+        id,
+        nonce,
+        user: user.to_owned(),
+        workstation: workstation.to_owned(),
+        purpose,
+        expires_at_ms,
+        webauthn,
+    })
+}
+
+/// Uses a challenge once: succeeds for exactly one caller, on any replica.
+pub async fn consume(
+    tx: &mut Tx,
+    id: &str,
+    workstation: &str,
+    now_ms: i64,
+) -> Result<Challenge, ChallengeError> {
+    if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(ChallengeError::Unknown);
+    }
+    let flipped = sqlx::query(
+        "UPDATE challenges SET used_at = $1 \
+         WHERE id = $2 AND used_at IS NULL AND expires_at >= $1 AND workstation = $3",
+    )
+    .bind(now_ms)
+    .bind(id)
+    .bind(workstation)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    let row = sqlx::query(
+        "SELECT nonce, user_id, workstation, purpose, webauthn, expires_at, used_at FROM challenges WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(&mut **tx)
+    .await?
+    .ok_or(ChallengeError::Unknown)?;
+    let owner: String = row.try_get("workstation")?;
+    if flipped != 1 {
+        let used: Option<i64> = row.try_get("used_at")?;
+        let expires: i64 = row.try_get("expires_at")?;
+        return Err(if owner != workstation {
+            ChallengeError::OtherWorkstation
+        } else if used.is_some() {
+            ChallengeError::Used
+        } else if expires < now_ms {
+            ChallengeError::Expired
+        } else {
+            ChallengeError::Unknown
+        });
+    }
+    let nonce: Vec<u8> = row.try_get("nonce")?;
+    let purpose: String = row.try_get("purpose")?;
+    Ok(Challenge {
+        id: id.to_owned(),
+        nonce: <[u8; 32]>::try_from(nonce.as_slice())
+            .map_err(|_| StoreError::Corrupt("challenge nonce is not 32 bytes".into()))?,
+        user: row.try_get("user_id")?,
+        workstation: owner,
+        purpose: purpose
+            .parse()
+            .map_err(|_| StoreError::Corrupt("challenge purpose".into()))?,
+        expires_at_ms: row.try_get("expires_at")?,
+        webauthn: row.try_get("webauthn")?,
+    })
+}
+
+/// Deletes challenges that expired before `before_ms`; returns how many.
+pub async fn purge(tx: &mut Tx, before_ms: i64) -> Result<u64, ChallengeError> {
+    Ok(sqlx::query("DELETE FROM challenges WHERE expires_at < $1")
+        .bind(before_ms)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected())
+}

@@ -1,0 +1,7 @@
+//! The authentication flow: begin (what the policy allows here, with a fresh
+//! challenge) and finish (verify each piece of evidence, ask the policy,
+//! sign a ticket or say what is missing), with throttling and an audit entry
+//! in the same transaction as every decision.
+
+pub mod challenge;
+pub mod throttle;
