@@ -84,8 +84,10 @@ pub struct BeginResponse {
     /// The factor combinations the policy allows here, each a list of policy
     /// factor names; the agent offers these to the user.
     pub options: Vec<Vec<String>>,
-    /// The server's HPKE public key that biometric readers seal templates to.
-    pub matcher_public_key: B64<32>,
+    /// The server's HPKE public key that biometric readers seal templates
+    /// to; absent when the server has no biometric matcher configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub matcher_public_key: Option<B64<32>>,
     /// A WebAuthn request for the user's registered FIDO2 credentials, if any
     /// (the JSON of `PublicKeyCredentialRequestOptions`).
     #[serde(default, skip_serializing_if = "Option::is_none")]

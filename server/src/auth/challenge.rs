@@ -150,6 +150,48 @@ pub async fn consume(
             ChallengeError::Unknown
         });
     }
+    challenge_from_row(id, owner, &row)
+}
+
+/// Reads a challenge without using it, with the same checks as
+/// [`consume`]: verification needs the nonce before the transaction that
+/// uses the challenge.
+pub async fn peek(
+    tx: &mut Tx,
+    id: &str,
+    workstation: &str,
+    now_ms: i64,
+) -> Result<Challenge, ChallengeError> {
+    if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(ChallengeError::Unknown);
+    }
+    let row = sqlx::query(
+        "SELECT nonce, user_id, workstation, purpose, webauthn, expires_at, used_at FROM challenges WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(&mut **tx)
+    .await?
+    .ok_or(ChallengeError::Unknown)?;
+    let owner: String = row.try_get("workstation")?;
+    let used: Option<i64> = row.try_get("used_at")?;
+    let expires: i64 = row.try_get("expires_at")?;
+    if owner != workstation {
+        return Err(ChallengeError::OtherWorkstation);
+    }
+    if used.is_some() {
+        return Err(ChallengeError::Used);
+    }
+    if expires < now_ms {
+        return Err(ChallengeError::Expired);
+    }
+    challenge_from_row(id, owner, &row)
+}
+
+fn challenge_from_row(
+    id: &str,
+    workstation: String,
+    row: &sqlx::any::AnyRow,
+) -> Result<Challenge, ChallengeError> {
     let nonce: Vec<u8> = row.try_get("nonce")?;
     let purpose: String = row.try_get("purpose")?;
     Ok(Challenge {
@@ -157,7 +199,7 @@ pub async fn consume(
         nonce: <[u8; 32]>::try_from(nonce.as_slice())
             .map_err(|_| StoreError::Corrupt("challenge nonce is not 32 bytes".into()))?,
         user: row.try_get("user_id")?,
-        workstation: owner,
+        workstation,
         purpose: purpose
             .parse()
             .map_err(|_| StoreError::Corrupt("challenge purpose".into()))?,

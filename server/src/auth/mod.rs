@@ -4,4 +4,8 @@
 //! in the same transaction as every decision.
 
 pub mod challenge;
+pub mod evidence;
+pub mod service;
 pub mod throttle;
+
+pub use service::{AuthError, AuthService, AuthSettings};

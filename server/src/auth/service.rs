@@ -1,0 +1,501 @@
+//! Begin and finish, the two calls of the workstation API.
+//!
+//! Order matters for SQLite's single connection and for login storms:
+//! reads and verification (which may hash a PIN for 13 ms) happen before
+//! the write transaction; the transaction then consumes the challenge
+//! (exactly once, on any replica), updates the throttle counters and
+//! appends the audit entry, and commits them together.
+
+use super::challenge::{self, Challenge, ChallengeError};
+use super::evidence::{self, Verified};
+use super::throttle;
+use crate::audit::{self, Event};
+use crate::directory::{self, DeviceState, User, UserState, Workstation};
+use crate::keys::Keys;
+use crate::policy_store::ActivePolicy;
+use crate::store::{Store, StoreError};
+use clinauth_policy::{Connectivity, Context, Decision, FailureLimits, Policy, Purpose, UnixTime};
+use clinauth_proto::ticket::{self, Claims};
+use clinauth_proto::workstation::{
+    BeginRequest, BeginResponse, FinishRequest, FinishResponse, B64, MAX_EVIDENCE,
+};
+use serde_json::json;
+use std::sync::Arc;
+use tokio::sync::Semaphore;
+
+/// Settings of the flow.
+#[derive(Debug, Clone)]
+pub struct AuthSettings {
+    /// `iss` of tickets.
+    pub issuer: String,
+    /// Challenge lifetime, ms.
+    pub challenge_ttl_ms: i64,
+    /// Ticket lifetime, seconds.
+    pub ticket_ttl_s: i64,
+}
+
+/// The flow's shared state.
+#[derive(Clone)]
+pub struct AuthService {
+    /// Storage.
+    pub store: Store,
+    /// The policy every decision uses.
+    pub policy: ActivePolicy,
+    /// The server's keys.
+    pub keys: Arc<Keys>,
+    /// Settings.
+    pub settings: Arc<AuthSettings>,
+    /// Bounds Argon2id hashes in flight (memory under a login storm).
+    pub hashing: Arc<Semaphore>,
+    /// Factor verifiers' configuration (trust anchors, matcher key, data keys).
+    pub verifiers: Arc<evidence::Verifiers>,
+}
+
+/// Why a call could not be answered with a decision. Every one of these is
+/// a refusal: nothing here lets anyone in.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// The workstation is not active (R-TLS-2, R-DEV-1).
+    #[error("workstation {0} is not active")]
+    Workstation(String),
+    /// The request is malformed.
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    /// The user is unknown, suspended or disabled.
+    #[error("user refused")]
+    User,
+    /// No policy is active.
+    #[error("no active policy")]
+    NoPolicy,
+    /// No rule allows this purpose here for this user.
+    #[error("no rule allows {0} for this user at this workstation")]
+    NoRule(Purpose),
+    /// Locked after too many failures (R-RATE-1); an officer can unlock.
+    #[error("locked after too many failed attempts; ask a security officer")]
+    Locked,
+    /// Too soon after a failure (R-RATE-1).
+    #[error("too many failed attempts; retry after {0} s")]
+    RetryAfter(u32),
+    /// The challenge cannot be used.
+    #[error(transparent)]
+    Challenge(#[from] ChallengeError),
+    /// Storage or audit failed.
+    #[error("storage: {0}")]
+    Store(String),
+}
+
+impl From<StoreError> for AuthError {
+    fn from(e: StoreError) -> Self {
+        AuthError::Store(e.to_string())
+    }
+}
+
+impl From<sqlx::Error> for AuthError {
+    fn from(e: sqlx::Error) -> Self {
+        AuthError::Store(e.to_string())
+    }
+}
+
+impl From<audit::AuditError> for AuthError {
+    fn from(e: audit::AuditError) -> Self {
+        AuthError::Store(e.to_string())
+    }
+}
+
+impl AuthError {
+    /// A stable code for the API's error body.
+    pub fn code(&self) -> &'static str {
+        match self {
+            AuthError::Workstation(_) => "workstation_refused",
+            AuthError::Invalid(_) => "invalid_request",
+            AuthError::User => "user_refused",
+            AuthError::NoPolicy => "no_policy",
+            AuthError::NoRule(_) => "no_rule",
+            AuthError::Locked => "locked",
+            AuthError::RetryAfter(_) => "retry_later",
+            AuthError::Challenge(ChallengeError::Used) => "challenge_used",
+            AuthError::Challenge(ChallengeError::Expired) => "challenge_expired",
+            AuthError::Challenge(_) => "challenge_unknown",
+            AuthError::Store(_) => "internal",
+        }
+    }
+}
+
+fn ms_to_s(ms: i64) -> u32 {
+    u32::try_from((ms + 999) / 1000).unwrap_or(u32::MAX)
+}
+
+/// The failure limits that govern a user at a workstation for a purpose:
+/// the first applicable rule's, or the built-in defaults.
+fn limits_for(policy: &Policy, user: &User, group: &str, purpose: Purpose) -> FailureLimits {
+    policy
+        .applicable(policy.role_set(&user.roles), group, purpose)
+        .next()
+        .map(|r| r.failures)
+        .unwrap_or(FailureLimits {
+            max_consecutive: clinauth_policy::validate::builtin::MAX_CONSECUTIVE,
+            backoff_base: clinauth_policy::validate::builtin::BACKOFF_BASE,
+            backoff_max: clinauth_policy::validate::builtin::BACKOFF_MAX,
+            biometric_max: clinauth_policy::validate::builtin::BIOMETRIC_MAX,
+            presentation_attack_detection: false,
+        })
+}
+
+impl AuthService {
+    fn policy(&self) -> Result<Arc<Policy>, AuthError> {
+        self.policy.get().ok_or(AuthError::NoPolicy)
+    }
+
+    async fn active_user(&self, id: &str) -> Result<User, AuthError> {
+        directory::check_id("user", id).map_err(|e| AuthError::Invalid(e.to_string()))?;
+        match directory::user(&self.store, id).await? {
+            Some(user) if user.state == UserState::Active => Ok(user),
+            _ => Err(AuthError::User),
+        }
+    }
+
+    async fn throttled(
+        &self,
+        user: &User,
+        ws: &Workstation,
+        limits: &FailureLimits,
+        now_ms: i64,
+    ) -> Result<throttle::Counter, AuthError> {
+        let mut tx = self.store.begin().await?;
+        let counter = throttle::read(&mut tx, &throttle::user_key(&user.id)).await?;
+        let bucket = throttle::read(&mut tx, &throttle::workstation_key(&ws.id)).await?;
+        drop(tx);
+        if counter.locked {
+            return Err(AuthError::Locked);
+        }
+        let wait = counter
+            .wait_ms(limits, now_ms)
+            .max(bucket.bucket_wait_ms(now_ms));
+        if wait > 0 {
+            return Err(AuthError::RetryAfter(ms_to_s(wait)));
+        }
+        Ok(counter)
+    }
+
+    async fn audit_refusal(
+        &self,
+        ws: &Workstation,
+        user: &str,
+        action: &str,
+        error: &AuthError,
+        now_ms: i64,
+    ) -> Result<(), AuthError> {
+        audit::record(
+            &self.store,
+            &self.keys.audit,
+            &Event {
+                at_ms: now_ms,
+                actor: if user.is_empty() {
+                    "unknown".into()
+                } else {
+                    user.chars().take(64).collect()
+                },
+                workstation: Some(ws.id.clone()),
+                action: action.into(),
+                target: None,
+                outcome: "refused".into(),
+                detail: json!({ "error": error.code(), "message": error.to_string() }),
+            },
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// `begin`: what the policy allows here for this user and purpose, with
+    /// a fresh challenge. Every refusal is audited.
+    pub async fn begin(
+        &self,
+        ws: &Workstation,
+        req: &BeginRequest,
+        now_ms: i64,
+    ) -> Result<BeginResponse, AuthError> {
+        match self.begin_inner(ws, req, now_ms).await {
+            Ok(r) => Ok(r),
+            Err(e) => {
+                self.audit_refusal(ws, &req.user, "auth.begin", &e, now_ms)
+                    .await?;
+                Err(e)
+            }
+        }
+    }
+
+    async fn begin_inner(
+        &self,
+        ws: &Workstation,
+        req: &BeginRequest,
+        now_ms: i64,
+    ) -> Result<BeginResponse, AuthError> {
+        if ws.state != DeviceState::Active {
+            return Err(AuthError::Workstation(ws.id.clone()));
+        }
+        let user = self.active_user(&req.user).await?;
+        let policy = self.policy()?;
+        let roles = policy.role_set(&user.roles);
+        let rules: Vec<_> = policy.applicable(roles, &ws.group, req.purpose).collect();
+        let Some(first) = rules.first() else {
+            return Err(AuthError::NoRule(req.purpose));
+        };
+        self.throttled(&user, ws, &first.failures, now_ms).await?;
+
+        let mut options: Vec<Vec<String>> = Vec::new();
+        for rule in &rules {
+            for c in &rule.combinations {
+                let names: Vec<String> = c.factors().iter().map(|k| k.name().to_owned()).collect();
+                if !options.contains(&names) {
+                    options.push(names);
+                }
+            }
+        }
+
+        let mut tx = self.store.begin().await?;
+        let issued = challenge::issue(
+            &mut tx,
+            &user.id,
+            &ws.id,
+            req.purpose,
+            None,
+            now_ms,
+            self.settings.challenge_ttl_ms,
+        )
+        .await?;
+        audit::append(
+            &mut tx,
+            self.store.backend(),
+            &self.keys.audit,
+            &Event {
+                at_ms: now_ms,
+                actor: user.id.clone(),
+                workstation: Some(ws.id.clone()),
+                action: "auth.begin".into(),
+                target: None,
+                outcome: "ok".into(),
+                detail: json!({
+                    "purpose": req.purpose,
+                    "challenge": issued.id,
+                    "policy_digest": policy.digest().to_string(),
+                }),
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        directory::touch_workstation(&self.store, &ws.id, now_ms).await?;
+
+        Ok(BeginResponse {
+            challenge_id: issued.id,
+            nonce: B64(issued.nonce.to_vec()),
+            expires_at: issued.expires_at_ms / 1000,
+            options,
+            matcher_public_key: self.verifiers.matcher_public_key().map(B64),
+            webauthn: None,
+        })
+    }
+
+    /// `finish`: verify the evidence, decide, and answer with a ticket or a
+    /// denial that says what is missing. The challenge is consumed, the
+    /// counters updated and the decision audited in one transaction.
+    pub async fn finish(
+        &self,
+        ws: &Workstation,
+        req: &FinishRequest,
+        now_ms: i64,
+    ) -> Result<FinishResponse, AuthError> {
+        match self.finish_inner(ws, req, now_ms).await {
+            Ok(r) => Ok(r),
+            Err(e) => {
+                self.audit_refusal(ws, "", "auth.finish", &e, now_ms)
+                    .await?;
+                Err(e)
+            }
+        }
+    }
+
+    async fn peek_challenge(
+        &self,
+        id: &str,
+        ws: &Workstation,
+        now_ms: i64,
+    ) -> Result<Challenge, AuthError> {
+        // Read without using it: verification needs the nonce first. The
+        // transaction below uses it, and only one caller ever succeeds there.
+        let mut tx = self.store.begin().await?;
+        let c = challenge::peek(&mut tx, id, &ws.id, now_ms).await;
+        drop(tx);
+        Ok(c?)
+    }
+
+    async fn finish_inner(
+        &self,
+        ws: &Workstation,
+        req: &FinishRequest,
+        now_ms: i64,
+    ) -> Result<FinishResponse, AuthError> {
+        if ws.state != DeviceState::Active {
+            return Err(AuthError::Workstation(ws.id.clone()));
+        }
+        if req.evidence.len() > MAX_EVIDENCE {
+            return Err(AuthError::Invalid(format!(
+                "at most {MAX_EVIDENCE} evidence items"
+            )));
+        }
+        let peeked = self.peek_challenge(&req.challenge_id, ws, now_ms).await?;
+        let user = self.active_user(&peeked.user).await?;
+        let policy = self.policy()?;
+        let limits = limits_for(&policy, &user, &ws.group, peeked.purpose);
+        let counter = self.throttled(&user, ws, &limits, now_ms).await?;
+
+        let now = UnixTime(now_ms / 1000);
+        let verified: Verified = evidence::verify_all(
+            self,
+            &user,
+            ws,
+            &peeked,
+            &req.evidence,
+            counter.biometric_barred(&limits),
+            now_ms,
+        )
+        .await;
+
+        let ctx = Context {
+            roles: policy.role_set(&user.roles),
+            group: &ws.group,
+            purpose: peeked.purpose,
+            connectivity: Connectivity::Online,
+            now,
+            max_age: None,
+        };
+        let decision = policy.decide(&ctx, &verified.evidence);
+
+        let mut tx = self.store.begin().await?;
+        let used = challenge::consume(&mut tx, &req.challenge_id, &ws.id, now_ms).await?;
+        if used.nonce != peeked.nonce || used.user != peeked.user {
+            return Err(AuthError::Challenge(ChallengeError::Unknown));
+        }
+        let user_key = throttle::user_key(&user.id);
+        let response = match &decision {
+            Decision::Allow(allow) => {
+                let factors: Vec<String> = allow
+                    .combination
+                    .factors()
+                    .iter()
+                    .map(|k| k.name().to_owned())
+                    .collect();
+                let jti = used.id.clone();
+                let claims = Claims {
+                    iss: self.settings.issuer.clone(),
+                    sub: user.id.clone(),
+                    ws: ws.id.clone(),
+                    purpose: peeked.purpose,
+                    rule: allow.rule.name.clone(),
+                    factors: factors.clone(),
+                    policy_version: policy.version(),
+                    policy_digest: policy.digest().to_string(),
+                    iat: now.0,
+                    exp: now.0 + self.settings.ticket_ttl_s,
+                    jti,
+                    idle_lock: allow.rule.session.idle_lock.0,
+                    offline: false,
+                    review: allow.review,
+                };
+                let token = ticket::sign(&claims, &self.keys.ticket, &self.keys.ticket_kid)
+                    .map_err(|e| AuthError::Store(e.to_string()))?;
+                throttle::clear(&mut tx, &user_key).await?;
+                evidence::commit_counters(&mut tx, &verified).await?;
+                audit::append(
+                    &mut tx,
+                    self.store.backend(),
+                    &self.keys.audit,
+                    &Event {
+                        at_ms: now_ms,
+                        actor: user.id.clone(),
+                        workstation: Some(ws.id.clone()),
+                        action: "auth.finish".into(),
+                        target: None,
+                        outcome: "allow".into(),
+                        detail: json!({
+                            "purpose": peeked.purpose,
+                            "challenge": used.id,
+                            "rule": allow.rule.name,
+                            "factors": factors,
+                            "presented": verified.presented,
+                            "rejected": verified.rejected,
+                            "policy_version": policy.version(),
+                            "policy_digest": policy.digest().to_string(),
+                            "review": allow.review,
+                        }),
+                    },
+                )
+                .await?;
+                FinishResponse::Allow {
+                    ticket: token,
+                    rule: allow.rule.name.clone(),
+                    factors,
+                }
+            }
+            Decision::Deny(deny) => {
+                let mut reason = deny.en();
+                let mut reason_ja = deny.ja();
+                if !verified.rejected.is_empty() {
+                    let what: Vec<String> = verified
+                        .rejected
+                        .iter()
+                        .map(|r| format!("{}: {}", r.kind, r.reason))
+                        .collect();
+                    reason = format!("{reason}; refused: {}", what.join("; "));
+                    reason_ja = format!("{reason_ja}(不合格: {})", what.join("; "));
+                }
+                let after = throttle::fail(
+                    &mut tx,
+                    &user_key,
+                    verified.biometric_failed,
+                    &limits,
+                    now_ms,
+                )
+                .await?;
+                let bucket =
+                    throttle::fill_bucket(&mut tx, &throttle::workstation_key(&ws.id), now_ms)
+                        .await?;
+                audit::append(
+                    &mut tx,
+                    self.store.backend(),
+                    &self.keys.audit,
+                    &Event {
+                        at_ms: now_ms,
+                        actor: user.id.clone(),
+                        workstation: Some(ws.id.clone()),
+                        action: "auth.finish".into(),
+                        target: None,
+                        outcome: "deny".into(),
+                        detail: json!({
+                            "purpose": peeked.purpose,
+                            "challenge": used.id,
+                            "reason": reason,
+                            "presented": verified.presented,
+                            "rejected": verified.rejected,
+                            "failures": after.failures,
+                            "locked": after.locked,
+                            "policy_digest": policy.digest().to_string(),
+                        }),
+                    },
+                )
+                .await?;
+                FinishResponse::Deny {
+                    reason,
+                    reason_ja,
+                    retry_after: ms_to_s(
+                        after
+                            .wait_ms(&limits, now_ms)
+                            .max(bucket.bucket_wait_ms(now_ms)),
+                    ),
+                }
+            }
+        };
+        tx.commit().await?;
+        directory::touch_workstation(&self.store, &ws.id, now_ms).await?;
+        Ok(response)
+    }
+}
