@@ -9,6 +9,7 @@
 )]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+pub mod api;
 pub mod audit;
 pub mod auth;
 pub mod clock;
@@ -16,5 +17,6 @@ pub mod config;
 pub mod ctl;
 pub mod directory;
 pub mod keys;
+pub mod metrics;
 pub mod policy_store;
 pub mod store;

@@ -5,103 +5,15 @@ mod support;
 use clinauth_policy::Purpose;
 use clinauth_proto::workstation::{BeginRequest, EvidenceItem, FinishRequest, FinishResponse, B64};
 use clinauth_server::audit;
-use clinauth_server::auth::evidence::{badge_device_id, Verifiers};
-use clinauth_server::auth::{AuthError, AuthService, AuthSettings};
-use clinauth_server::directory::{
-    self, DeviceKind, DeviceState, NewDevice, UserState, Workstation,
-};
-use clinauth_server::keys::Keys;
-use clinauth_server::policy_store::ActivePolicy;
-use serde_json::json;
-use std::sync::Arc;
+use clinauth_server::auth::AuthError;
+use clinauth_server::directory::{self, DeviceState, UserState};
+use support::fixture::{badge, fixture, T0};
 use support::TestDb;
-use tokio::sync::Semaphore;
-
-const T0: i64 = 1_800_000_000_000;
-const BADGE: [u8; 4] = [0x04, 0xA1, 0xB2, 0xC3];
-
-pub struct Fixture {
-    pub auth: AuthService,
-    pub ws: Workstation,
-    _keys_dir: support::TempDir,
-}
-
-pub async fn fixture(db: &TestDb) -> Fixture {
-    let store = db.open().await;
-    let keys_dir = support::TempDir::new("keys");
-    Keys::create_missing(&keys_dir.0).unwrap();
-    let keys = Arc::new(Keys::load(&keys_dir.0).unwrap());
-    let policy = ActivePolicy::default();
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../examples/policy/hospital.toml"
-    ))
-    .unwrap();
-    policy
-        .activate(&store, &keys.audit, &text, "officer", T0)
-        .await
-        .unwrap();
-    let mut tx = store.begin().await.unwrap();
-    directory::create_user(
-        &mut tx,
-        "nurse.tanaka",
-        "田中 看護師",
-        &["nurse".into()],
-        T0,
-    )
-    .await
-    .unwrap();
-    directory::create_user(&mut tx, "clerk.sato", "佐藤", &["medical_clerk".into()], T0)
-        .await
-        .unwrap();
-    let ws =
-        directory::create_workstation(&mut tx, "ward3-ws01", &"ab".repeat(32), "ward", "3F", T0)
-            .await
-            .unwrap();
-    directory::create_device(
-        &mut tx,
-        &NewDevice {
-            id: &badge_device_id(&BADGE),
-            kind: DeviceKind::Badge,
-            owner: Some("nurse.tanaka"),
-            description: "staff badge",
-            public_key: None,
-            attributes: json!({}),
-        },
-        T0,
-    )
-    .await
-    .unwrap();
-    tx.commit().await.unwrap();
-    let auth = AuthService {
-        store,
-        policy,
-        keys,
-        settings: Arc::new(AuthSettings {
-            issuer: "clinauth.test".into(),
-            challenge_ttl_ms: 120_000,
-            ticket_ttl_s: 300,
-        }),
-        hashing: Arc::new(Semaphore::new(2)),
-        verifiers: Arc::new(Verifiers::default()),
-    };
-    Fixture {
-        auth,
-        ws,
-        _keys_dir: keys_dir,
-    }
-}
 
 fn begin(user: &str) -> BeginRequest {
     BeginRequest {
         user: user.into(),
         purpose: Purpose::Login,
-    }
-}
-
-fn badge() -> EvidenceItem {
-    EvidenceItem::Badge {
-        uid: B64(BADGE.to_vec()),
     }
 }
 

@@ -2,6 +2,8 @@
 //! the local server (127.0.0.1:5432), created per test and dropped after.
 #![allow(dead_code)]
 
+pub mod fixture;
+
 use clinauth_server::store::Store;
 use sqlx::{Connection, Executor};
 use std::sync::atomic::{AtomicU32, Ordering};

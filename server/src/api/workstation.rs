@@ -1,0 +1,130 @@
+//! The workstation API (R-TLS-2): only a registered, active workstation,
+//! identified by the certificate it presented in the mutual-TLS handshake,
+//! may begin or finish an authentication.
+
+use super::{method_not_allowed, not_found, parse_json, read_body, ApiError};
+use crate::auth::{AuthError, AuthService};
+use crate::clock;
+use crate::directory::{self, DeviceState, Workstation};
+use crate::metrics::Metrics;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::post;
+use axum::{Extension, Json, Router};
+use clinauth_proto::workstation::{
+    BeginRequest, BeginResponse, FinishRequest, FinishResponse, MAX_BODY_BYTES,
+};
+use std::sync::Arc;
+
+/// The SHA-256 (hex) of the client certificate of the connection, put into
+/// every request's extensions by the TLS layer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerFingerprint(pub String);
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct WorkstationApi {
+    /// The flow.
+    pub auth: AuthService,
+    /// Counters for /metrics.
+    pub metrics: Arc<Metrics>,
+}
+
+/// The router: `POST /v1/auth/begin`, `POST /v1/auth/finish`.
+pub fn router(api: WorkstationApi) -> Router {
+    Router::new()
+        .route("/v1/auth/begin", post(begin))
+        .route("/v1/auth/finish", post(finish))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(api)
+}
+
+fn auth_error(e: AuthError) -> ApiError {
+    let status = match &e {
+        AuthError::Invalid(_) => StatusCode::BAD_REQUEST,
+        AuthError::Workstation(_) | AuthError::User | AuthError::NoRule(_) => StatusCode::FORBIDDEN,
+        AuthError::NoPolicy => StatusCode::SERVICE_UNAVAILABLE,
+        AuthError::Locked => StatusCode::LOCKED,
+        AuthError::RetryAfter(_) => StatusCode::TOO_MANY_REQUESTS,
+        AuthError::Challenge(_) => StatusCode::CONFLICT,
+        AuthError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    let message = match &e {
+        // Internal details go to the log, not to the client.
+        AuthError::Store(detail) => {
+            tracing::error!(error = %detail, "authentication failed on storage");
+            "internal error".to_owned()
+        }
+        other => other.to_string(),
+    };
+    let mut err = ApiError::new(status, e.code(), message);
+    if let AuthError::RetryAfter(s) = e {
+        err.retry_after = Some(s);
+    }
+    err
+}
+
+async fn workstation(
+    api: &WorkstationApi,
+    peer: Option<&PeerFingerprint>,
+) -> Result<Workstation, ApiError> {
+    let refused = || {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            "workstation_refused",
+            "this workstation certificate is not registered or not active",
+        )
+    };
+    // No fingerprint means the connection did not come through mutual TLS:
+    // refuse rather than guess.
+    let peer = peer.ok_or_else(refused)?;
+    let ws = directory::workstation_by_cert(&api.auth.store, &peer.0)
+        .await
+        .map_err(|e| auth_error(e.into()))?
+        .ok_or_else(refused)?;
+    if ws.state != DeviceState::Active {
+        return Err(refused());
+    }
+    Ok(ws)
+}
+
+async fn begin(
+    State(api): State<WorkstationApi>,
+    peer: Option<Extension<PeerFingerprint>>,
+    body: Body,
+) -> Result<Json<BeginResponse>, ApiError> {
+    let result = async {
+        let ws = workstation(&api, peer.as_ref().map(|e| &e.0)).await?;
+        let body = read_body(body, MAX_BODY_BYTES).await?;
+        let req: BeginRequest = parse_json(&body)?;
+        api.auth
+            .begin(&ws, &req, clock::now_ms())
+            .await
+            .map_err(auth_error)
+    }
+    .await;
+    api.metrics.count_begin(result.is_ok());
+    result.map(Json)
+}
+
+async fn finish(
+    State(api): State<WorkstationApi>,
+    peer: Option<Extension<PeerFingerprint>>,
+    body: Body,
+) -> Result<Json<FinishResponse>, ApiError> {
+    let started = std::time::Instant::now();
+    let result = async {
+        let ws = workstation(&api, peer.as_ref().map(|e| &e.0)).await?;
+        let body = read_body(body, MAX_BODY_BYTES).await?;
+        let req: FinishRequest = parse_json(&body)?;
+        api.auth
+            .finish(&ws, &req, clock::now_ms())
+            .await
+            .map_err(auth_error)
+    }
+    .await;
+    api.metrics.count_finish(&result, started.elapsed());
+    result.map(Json)
+}
