@@ -18,5 +18,6 @@ pub mod ctl;
 pub mod directory;
 pub mod keys;
 pub mod metrics;
+pub mod officer;
 pub mod policy_store;
 pub mod store;

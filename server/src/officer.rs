@@ -1,0 +1,335 @@
+//! Officer operations: the directory, devices, unlocks and the audit trail.
+//! Each change and its audit entry commit together (R-LOG-1), and every
+//! entry names the officer who made it. `clinauthctl` on the server host and
+//! the officer API both call these.
+
+use crate::audit::{self, AuditKey, Event};
+use crate::auth::evidence::badge_device_id;
+use crate::auth::throttle;
+use crate::directory::{
+    self, DeviceKind, DeviceState, DirectoryError, NewDevice, User, UserState, Workstation,
+};
+use crate::store::{Store, StoreError};
+use serde_json::{json, Value};
+
+/// Why an officer operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum OfficerError {
+    /// The directory refused it (bad input, duplicate, not found).
+    #[error(transparent)]
+    Directory(#[from] DirectoryError),
+    /// Storage or audit failed.
+    #[error("storage: {0}")]
+    Store(String),
+    /// Input refused.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl From<StoreError> for OfficerError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Exists(_) | StoreError::NotFound(_) => {
+                OfficerError::Directory(DirectoryError::Store(e))
+            }
+            other => OfficerError::Store(other.to_string()),
+        }
+    }
+}
+
+impl From<sqlx::Error> for OfficerError {
+    fn from(e: sqlx::Error) -> Self {
+        OfficerError::Store(e.to_string())
+    }
+}
+
+impl From<audit::AuditError> for OfficerError {
+    fn from(e: audit::AuditError) -> Self {
+        OfficerError::Store(e.to_string())
+    }
+}
+
+/// Who is acting, and with which key their actions are signed into the log.
+pub struct Officer<'a> {
+    /// The database.
+    pub store: &'a Store,
+    /// The audit key.
+    pub key: &'a AuditKey,
+    /// The officer's user ID (or `root@<host>` for bootstrap on the server host).
+    pub actor: &'a str,
+}
+
+impl Officer<'_> {
+    fn event(&self, action: &str, target: &str, detail: Value, now_ms: i64) -> Event {
+        Event {
+            at_ms: now_ms,
+            actor: self.actor.to_owned(),
+            workstation: None,
+            action: action.to_owned(),
+            target: Some(target.to_owned()),
+            outcome: "ok".to_owned(),
+            detail,
+        }
+    }
+
+    async fn log(
+        &self,
+        tx: &mut crate::store::Tx,
+        action: &str,
+        target: &str,
+        detail: Value,
+        now_ms: i64,
+    ) -> Result<(), OfficerError> {
+        audit::append(
+            tx,
+            self.store.backend(),
+            self.key,
+            &self.event(action, target, detail, now_ms),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Adds a user.
+    pub async fn add_user(
+        &self,
+        id: &str,
+        display_name: &str,
+        roles: &[String],
+        now_ms: i64,
+    ) -> Result<User, OfficerError> {
+        let mut tx = self.store.begin().await?;
+        let user = directory::create_user(&mut tx, id, display_name, roles, now_ms).await?;
+        self.log(
+            &mut tx,
+            "user.add",
+            id,
+            json!({ "roles": roles, "display_name": display_name }),
+            now_ms,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(user)
+    }
+
+    /// Suspends, disables or reactivates a user.
+    pub async fn set_user_state(
+        &self,
+        id: &str,
+        state: UserState,
+        now_ms: i64,
+    ) -> Result<(), OfficerError> {
+        let mut tx = self.store.begin().await?;
+        directory::set_user_state(&mut tx, id, state, now_ms).await?;
+        self.log(&mut tx, "user.state", id, json!({ "state": state }), now_ms)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Replaces a user's roles.
+    pub async fn set_user_roles(
+        &self,
+        id: &str,
+        roles: &[String],
+        now_ms: i64,
+    ) -> Result<(), OfficerError> {
+        let mut tx = self.store.begin().await?;
+        directory::set_user_roles(&mut tx, id, roles, now_ms).await?;
+        self.log(&mut tx, "user.roles", id, json!({ "roles": roles }), now_ms)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Lifts a lockout and clears the user's failure counters (R-RATE-1).
+    pub async fn unlock_user(&self, id: &str, now_ms: i64) -> Result<(), OfficerError> {
+        if directory::user(self.store, id).await?.is_none() {
+            return Err(StoreError::NotFound(format!("user {id}")).into());
+        }
+        let mut tx = self.store.begin().await?;
+        let before = throttle::read(&mut tx, &throttle::user_key(id)).await?;
+        throttle::clear(&mut tx, &throttle::user_key(id)).await?;
+        self.log(
+            &mut tx,
+            "user.unlock",
+            id,
+            json!({ "failures": before.failures, "was_locked": before.locked }),
+            now_ms,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Registers a workstation by its certificate fingerprint (R-TLS-2).
+    pub async fn add_workstation(
+        &self,
+        id: &str,
+        cert_sha256: &str,
+        group: &str,
+        location: &str,
+        now_ms: i64,
+    ) -> Result<Workstation, OfficerError> {
+        let mut tx = self.store.begin().await?;
+        let ws = directory::create_workstation(&mut tx, id, cert_sha256, group, location, now_ms)
+            .await?;
+        self.log(
+            &mut tx,
+            "workstation.add",
+            id,
+            json!({ "cert_sha256": ws.cert_sha256, "group": group, "location": location }),
+            now_ms,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(ws)
+    }
+
+    /// Suspends, decommissions or reactivates a workstation (R-DEV-1).
+    pub async fn set_workstation_state(
+        &self,
+        id: &str,
+        state: DeviceState,
+        now_ms: i64,
+    ) -> Result<(), OfficerError> {
+        let mut tx = self.store.begin().await?;
+        directory::set_workstation_state(&mut tx, id, state, now_ms).await?;
+        self.log(
+            &mut tx,
+            "workstation.state",
+            id,
+            json!({ "state": state }),
+            now_ms,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Registers a contactless badge's UID to a user (a weak possession factor).
+    pub async fn register_badge(
+        &self,
+        user: &str,
+        uid: &[u8],
+        now_ms: i64,
+    ) -> Result<String, OfficerError> {
+        if !matches!(uid.len(), 4 | 7 | 10) {
+            return Err(OfficerError::Invalid(
+                "a badge UID is 4, 7 or 10 bytes".into(),
+            ));
+        }
+        let id = badge_device_id(uid);
+        let mut tx = self.store.begin().await?;
+        directory::create_device(
+            &mut tx,
+            &NewDevice {
+                id: &id,
+                kind: DeviceKind::Badge,
+                owner: Some(user),
+                description: "staff badge",
+                public_key: None,
+                attributes: json!({}),
+            },
+            now_ms,
+        )
+        .await?;
+        self.log(
+            &mut tx,
+            "device.register",
+            &id,
+            json!({ "kind": "badge", "owner": user }),
+            now_ms,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    /// Registers a biometric reader with its signing key (R-BIO-3).
+    pub async fn register_reader(
+        &self,
+        id: &str,
+        public_key: &[u8],
+        protection: &str,
+        presentation_attack_detection: bool,
+        description: &str,
+        now_ms: i64,
+    ) -> Result<(), OfficerError> {
+        if !matches!(protection, "match_on_reader" | "sealed_template") {
+            return Err(OfficerError::Invalid(
+                "a reader's protection is match_on_reader or sealed_template (R-BIO-1)".into(),
+            ));
+        }
+        let attributes = json!({ "protection": protection, "pad": presentation_attack_detection });
+        let mut tx = self.store.begin().await?;
+        directory::create_device(
+            &mut tx,
+            &NewDevice {
+                id,
+                kind: DeviceKind::BiometricReader,
+                owner: None,
+                description,
+                public_key: Some(public_key),
+                attributes: attributes.clone(),
+            },
+            now_ms,
+        )
+        .await?;
+        self.log(
+            &mut tx,
+            "device.register",
+            id,
+            json!({ "kind": "biometric_reader", "attributes": attributes }),
+            now_ms,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Suspends, decommissions or reactivates a device (R-DEV-1).
+    pub async fn set_device_state(
+        &self,
+        id: &str,
+        state: DeviceState,
+        now_ms: i64,
+    ) -> Result<(), OfficerError> {
+        let mut tx = self.store.begin().await?;
+        directory::set_device_state(&mut tx, id, state, now_ms).await?;
+        self.log(
+            &mut tx,
+            "device.state",
+            id,
+            json!({ "state": state }),
+            now_ms,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+/// Audit entries as JSON Lines (one entry per line), from `after` on.
+pub async fn export_audit(
+    store: &Store,
+    after: i64,
+    out: &mut impl std::io::Write,
+) -> Result<u64, OfficerError> {
+    let mut count = 0u64;
+    let mut cursor = after;
+    loop {
+        let page = audit::page(store, cursor, 1000).await?;
+        let Some(last) = page.last() else {
+            break;
+        };
+        cursor = last.seq;
+        for entry in &page {
+            let line =
+                serde_json::to_string(entry).map_err(|e| OfficerError::Store(e.to_string()))?;
+            writeln!(out, "{line}").map_err(|e| OfficerError::Store(e.to_string()))?;
+            count += 1;
+        }
+    }
+    Ok(count)
+}
