@@ -1,0 +1,515 @@
+//! The officer API: the directory, devices, policies and the audit trail,
+//! for security officers.
+//!
+//! Officers authenticate with ClinAuth itself: two factors at an officer
+//! workstation, decided by the policy like any login, give a signed ticket,
+//! which is sent as `Authorization: Bearer <ticket>`. The server accepts it
+//! when the signature is its own, the ticket is unexpired, and the user is
+//! active and holds one of the configured officer roles. The first officer
+//! is created on the server host with `clinauthctl` (direct database access).
+
+use super::{method_not_allowed, not_found, parse_json, read_body, ApiError};
+use crate::audit;
+use crate::auth::AuthService;
+use crate::clock;
+use crate::directory::{self, DeviceState, UserState};
+use crate::metrics::Metrics;
+use crate::officer::{Officer, OfficerError};
+use crate::policy_store;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use clinauth_proto::ticket;
+use ring::signature::KeyPair;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+/// Bodies of the officer API are small; policies are the largest.
+pub const MAX_OFFICER_BODY: usize = 1024 * 1024 + 4096;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct OfficerApi {
+    /// The flow (store, keys, policy).
+    pub auth: AuthService,
+    /// Roles whose holders may use this API.
+    pub officer_roles: Arc<Vec<String>>,
+    /// Counters for /metrics.
+    pub metrics: Arc<Metrics>,
+}
+
+/// The router.
+pub fn router(api: OfficerApi) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/v1/openapi.json", get(openapi))
+        .route("/v1/users", get(list_users).post(add_user))
+        .route("/v1/users/{id}/state", post(user_state))
+        .route("/v1/users/{id}/roles", post(user_roles))
+        .route("/v1/users/{id}/unlock", post(unlock))
+        .route("/v1/users/{id}/badges", post(add_badge))
+        .route(
+            "/v1/workstations",
+            get(list_workstations).post(add_workstation),
+        )
+        .route("/v1/workstations/{id}/state", post(workstation_state))
+        .route("/v1/devices", get(list_devices))
+        .route("/v1/devices/{id}/state", post(device_state))
+        .route("/v1/policies", get(policies).post(activate_policy))
+        .route("/v1/audit", get(audit_page))
+        .route("/v1/audit/verify", get(audit_verify))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(api)
+}
+
+/// An authenticated officer.
+struct Caller(String);
+
+async fn caller(api: &OfficerApi, headers: &HeaderMap) -> Result<Caller, ApiError> {
+    let unauthorized = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", m);
+    let value = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| unauthorized("send Authorization: Bearer <ticket>"))?;
+    let token = value
+        .strip_prefix("Bearer ")
+        .ok_or_else(|| unauthorized("send Authorization: Bearer <ticket>"))?;
+    let now = clock::now().0;
+    let claims = ticket::verify(token, api.auth.keys.ticket.public_key().as_ref(), now)
+        .map_err(|e| unauthorized(&e.to_string()))?;
+    let user = directory::user(&api.auth.store, &claims.sub)
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "internal error",
+            )
+        })?
+        .filter(|u| u.state == UserState::Active)
+        .ok_or_else(|| unauthorized("the ticket's user is not active"))?;
+    if !user.roles.iter().any(|r| api.officer_roles.contains(r)) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "not a security officer",
+        ));
+    }
+    Ok(Caller(user.id))
+}
+
+fn officer_error(e: OfficerError) -> ApiError {
+    use crate::store::StoreError;
+    match e {
+        OfficerError::Directory(crate::directory::DirectoryError::Invalid(i)) => {
+            ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", i.to_string())
+        }
+        OfficerError::Directory(crate::directory::DirectoryError::Store(StoreError::Exists(w))) => {
+            ApiError::new(
+                StatusCode::CONFLICT,
+                "exists",
+                format!("{w} already exists"),
+            )
+        }
+        OfficerError::Directory(crate::directory::DirectoryError::Store(StoreError::NotFound(
+            w,
+        ))) => ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("{w} not found")),
+        OfficerError::Invalid(m) => ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", m),
+        other => {
+            tracing::error!(error = %other, "officer operation failed");
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "internal error",
+            )
+        }
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    tracing::error!(error = %e, "officer API failed");
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "internal error",
+    )
+}
+
+fn officer<'a>(api: &'a OfficerApi, who: &'a Caller) -> Officer<'a> {
+    Officer {
+        store: &api.auth.store,
+        key: &api.auth.keys.audit,
+        actor: &who.0,
+    }
+}
+
+async fn body_json<T: serde::de::DeserializeOwned>(body: Body) -> Result<T, ApiError> {
+    let bytes = read_body(body, MAX_OFFICER_BODY).await?;
+    parse_json(&bytes)
+}
+
+async fn metrics(State(api): State<OfficerApi>, headers: HeaderMap) -> Result<Response, ApiError> {
+    caller(&api, &headers).await?;
+    Ok((
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        api.metrics.render(),
+    )
+        .into_response())
+}
+
+async fn openapi() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        include_str!("../../../docs/openapi.json"),
+    )
+        .into_response()
+}
+
+async fn list_users(
+    State(api): State<OfficerApi>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    caller(&api, &headers).await?;
+    let users = directory::users(&api.auth.store).await.map_err(internal)?;
+    Ok(Json(json!({ "users": users })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewUser {
+    id: String,
+    display_name: String,
+    #[serde(default)]
+    roles: Vec<String>,
+}
+
+async fn add_user(
+    State(api): State<OfficerApi>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let who = caller(&api, &headers).await?;
+    let req: NewUser = body_json(body).await?;
+    let user = officer(&api, &who)
+        .add_user(&req.id, &req.display_name, &req.roles, clock::now_ms())
+        .await
+        .map_err(officer_error)?;
+    Ok((StatusCode::CREATED, Json(json!({ "user": user }))))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StateBody {
+    state: String,
+}
+
+async fn user_state(
+    State(api): State<OfficerApi>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Body,
+) -> Result<StatusCode, ApiError> {
+    let who = caller(&api, &headers).await?;
+    let req: StateBody = body_json(body).await?;
+    let state: UserState = req.state.parse().map_err(|e: directory::InvalidInput| {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", e.to_string())
+    })?;
+    officer(&api, &who)
+        .set_user_state(&id, state, clock::now_ms())
+        .await
+        .map_err(officer_error)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RolesBody {
+    roles: Vec<String>,
+}
+
+async fn user_roles(
+    State(api): State<OfficerApi>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Body,
+) -> Result<StatusCode, ApiError> {
+    let who = caller(&api, &headers).await?;
+    let req: RolesBody = body_json(body).await?;
+    officer(&api, &who)
+        .set_user_roles(&id, &req.roles, clock::now_ms())
+        .await
+        .map_err(officer_error)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn unlock(
+    State(api): State<OfficerApi>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let who = caller(&api, &headers).await?;
+    officer(&api, &who)
+        .unlock_user(&id, clock::now_ms())
+        .await
+        .map_err(officer_error)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BadgeBody {
+    /// The UID in hex.
+    uid: String,
+}
+
+fn parse_hex(text: &str) -> Option<Vec<u8>> {
+    if text.len() % 2 != 0 || text.len() > 64 {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| {
+            text.get(i..i + 2)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        })
+        .collect()
+}
+
+async fn add_badge(
+    State(api): State<OfficerApi>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Body,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let who = caller(&api, &headers).await?;
+    let req: BadgeBody = body_json(body).await?;
+    let uid = parse_hex(&req.uid).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "uid must be hex",
+        )
+    })?;
+    let device = officer(&api, &who)
+        .register_badge(&id, &uid, clock::now_ms())
+        .await
+        .map_err(officer_error)?;
+    Ok((StatusCode::CREATED, Json(json!({ "device": device }))))
+}
+
+async fn list_workstations(
+    State(api): State<OfficerApi>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    caller(&api, &headers).await?;
+    let list = directory::workstations(&api.auth.store)
+        .await
+        .map_err(internal)?;
+    Ok(Json(json!({ "workstations": list })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewWorkstation {
+    id: String,
+    cert_sha256: String,
+    group: String,
+    #[serde(default)]
+    location: String,
+}
+
+async fn add_workstation(
+    State(api): State<OfficerApi>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let who = caller(&api, &headers).await?;
+    let req: NewWorkstation = body_json(body).await?;
+    let ws = officer(&api, &who)
+        .add_workstation(
+            &req.id,
+            &req.cert_sha256,
+            &req.group,
+            &req.location,
+            clock::now_ms(),
+        )
+        .await
+        .map_err(officer_error)?;
+    Ok((StatusCode::CREATED, Json(json!({ "workstation": ws }))))
+}
+
+fn device_state_of(text: &str) -> Result<DeviceState, ApiError> {
+    text.parse().map_err(|e: directory::InvalidInput| {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", e.to_string())
+    })
+}
+
+async fn workstation_state(
+    State(api): State<OfficerApi>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Body,
+) -> Result<StatusCode, ApiError> {
+    let who = caller(&api, &headers).await?;
+    let req: StateBody = body_json(body).await?;
+    officer(&api, &who)
+        .set_workstation_state(&id, device_state_of(&req.state)?, clock::now_ms())
+        .await
+        .map_err(officer_error)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn list_devices(
+    State(api): State<OfficerApi>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    caller(&api, &headers).await?;
+    let list = directory::devices(&api.auth.store)
+        .await
+        .map_err(internal)?;
+    Ok(Json(json!({ "devices": list })))
+}
+
+async fn device_state(
+    State(api): State<OfficerApi>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Body,
+) -> Result<StatusCode, ApiError> {
+    let who = caller(&api, &headers).await?;
+    let req: StateBody = body_json(body).await?;
+    officer(&api, &who)
+        .set_device_state(&id, device_state_of(&req.state)?, clock::now_ms())
+        .await
+        .map_err(officer_error)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn policies(
+    State(api): State<OfficerApi>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    caller(&api, &headers).await?;
+    let history = policy_store::history(&api.auth.store)
+        .await
+        .map_err(internal)?;
+    Ok(Json(json!({ "policies": history })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyBody {
+    /// The policy file's text (TOML).
+    text: String,
+}
+
+async fn activate_policy(
+    State(api): State<OfficerApi>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let who = caller(&api, &headers).await?;
+    let req: PolicyBody = body_json(body).await?;
+    match api
+        .auth
+        .policy
+        .activate(
+            &api.auth.store,
+            &api.auth.keys.audit,
+            &req.text,
+            &who.0,
+            clock::now_ms(),
+        )
+        .await
+    {
+        Ok(p) => Ok((
+            StatusCode::CREATED,
+            Json(json!({ "version": p.version(), "digest": p.digest().to_string() })),
+        )
+            .into_response()),
+        Err(policy_store::PolicyStoreError::Invalid(clinauth_policy::PolicyError::Invalid(v))) => {
+            let violations: Vec<Value> = v
+                .iter()
+                .map(|x| {
+                    json!({
+                        "code": x.code.as_str(),
+                        "rule": x.rule,
+                        "combination": x.combination,
+                        "en": x.en,
+                        "ja": x.ja,
+                    })
+                })
+                .collect();
+            Ok((
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Json(json!({
+                    "error": "policy_refused",
+                    "message": format!("the policy breaks {} rule(s)", violations.len()),
+                    "violations": violations,
+                })),
+            )
+                .into_response())
+        }
+        Err(policy_store::PolicyStoreError::Invalid(other)) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_policy",
+            other.to_string(),
+        )),
+        Err(e @ policy_store::PolicyStoreError::Version { .. }) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "version",
+            e.to_string(),
+        )),
+        Err(e) => Err(internal(e)),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditQuery {
+    #[serde(default)]
+    after: i64,
+    #[serde(default = "default_limit")]
+    limit: i64,
+}
+
+fn default_limit() -> i64 {
+    100
+}
+
+async fn audit_page(
+    State(api): State<OfficerApi>,
+    headers: HeaderMap,
+    query: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    caller(&api, &headers).await?;
+    let Query(q) = query
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.body_text()))?;
+    let limit = q.limit.clamp(1, 1000);
+    let entries = audit::page(&api.auth.store, q.after.max(0), limit)
+        .await
+        .map_err(internal)?;
+    Ok(Json(json!({ "entries": entries })))
+}
+
+async fn audit_verify(
+    State(api): State<OfficerApi>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    caller(&api, &headers).await?;
+    let report = audit::verify(&api.auth.store, api.auth.keys.audit.public_key())
+        .await
+        .map_err(internal)?;
+    let breaks: Vec<String> = report.breaks.iter().map(|b| b.to_string()).collect();
+    Ok(Json(json!({
+        "intact": report.is_intact(),
+        "entries": report.entries,
+        "head": report.head.map(|(seq, hash)| json!({ "seq": seq, "hash": audit::hex(&hash) })),
+        "breaks": breaks,
+    })))
+}
