@@ -8,6 +8,10 @@ set -euo pipefail
 PACKAGES=(
   pkg-config          # -sys crates find their C libraries
   ca-certificates
+  openssl             # TLS tests drive `openssl s_client` from outside the server
+  # Smartcards through the real PC/SC stack (hardware-tests, agent):
+  pcscd libpcsclite-dev vsmartcard-vpcd pcsc-tools opensc
+  util-linux          # unshare: a private pcscd per test run
 )
 
 log() { printf '\033[1m[deps]\033[0m %s\n' "$*"; }

@@ -1,5 +1,11 @@
 //! `clinauth-hardware-tests`: virtual devices at the hardware boundary and the
 //! suite that runs against them (or against real devices with `CLINAUTH_HW=1`).
+//!
+//! - [`vpcd`]: the vsmartcard vpcd protocol and [`vpcd::VirtualCard`], a card
+//!   that tests insert into and remove from a reader of the real pcscd.
+//! - [`piv`]: a PIV applet (SP 800-73-4 subset) as a pure state machine.
+//! - [`testpki`]: a small CA issuing the card's certificates.
+//! - [`pcscd`]: starts a private pcscd with vpcd readers for a test run.
 #![deny(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -8,3 +14,13 @@
     clippy::unimplemented
 )]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod pcscd;
+pub mod piv;
+pub mod testpki;
+pub mod vpcd;
+
+pub use piv::{CardConfig, PivApplet, SlotId};
+pub use vpcd::VirtualCard;
