@@ -81,7 +81,7 @@ pub enum SlotKey {
     /// ECDSA P-256.
     EccP256(p256::ecdsa::SigningKey),
     /// RSA-2048.
-    Rsa2048(Box<rsa::PrivateKey>),
+    Rsa2048(Box<rsa::RsaPrivateKey>),
 }
 
 impl fmt::Debug for SlotKey {
@@ -102,9 +102,13 @@ impl SlotKey {
                     .map(Self::EccP256)
                     .map_err(|e| KeyError::Crypto(e.to_string()))
             }
-            Algorithm::Rsa2048 => rsa::PrivateKey::new(&mut rng, 2048)
-                .map(|k| Self::Rsa2048(Box::new(k)))
-                .map_err(|e| KeyError::Crypto(e.to_string())),
+            // This rsa release wants an infallible RNG; the OS RNG only
+            // fails when the OS cannot provide randomness at all.
+            Algorithm::Rsa2048 => {
+                rsa::RsaPrivateKey::new(&mut getrandom::rand_core::UnwrapErr(rng), 2048)
+                    .map(|k| Self::Rsa2048(Box::new(k)))
+                    .map_err(|e| KeyError::Crypto(e.to_string()))
+            }
         }
     }
 
@@ -113,7 +117,7 @@ impl SlotKey {
         if let Ok(k) = p256::ecdsa::SigningKey::from_pkcs8_der(der) {
             return Ok(Self::EccP256(k));
         }
-        match rsa::PrivateKey::from_pkcs8_der(der) {
+        match rsa::RsaPrivateKey::from_pkcs8_der(der) {
             Ok(k) if k.size() == RSA_2048_BYTES => Ok(Self::Rsa2048(Box::new(k))),
             _ => Err(KeyError::UnsupportedKey),
         }
