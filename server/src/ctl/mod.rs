@@ -1,6 +1,7 @@
 //! `clinauthctl`, the officer and operator CLI. Each command lives in a
 //! module named after it; `main` only parses arguments and sets the exit code.
 
+pub mod host;
 pub mod policy;
 
 /// How a command ended, as the process exit status.
