@@ -90,8 +90,36 @@ impl Officer<'_> {
         Ok(())
     }
 
+    /// Records a refused operation in a transaction of its own (the refused
+    /// one rolled back), so every admin action is in the log with its result.
+    async fn refused<T>(
+        &self,
+        action: &str,
+        target: &str,
+        now_ms: i64,
+        result: Result<T, OfficerError>,
+    ) -> Result<T, OfficerError> {
+        if let Err(e) = &result {
+            let mut event = self.event(action, target, json!({ "error": e.to_string() }), now_ms);
+            event.outcome = "refused".into();
+            audit::record(self.store, self.key, &event).await?;
+        }
+        result
+    }
+
     /// Adds a user.
     pub async fn add_user(
+        &self,
+        id: &str,
+        display_name: &str,
+        roles: &[String],
+        now_ms: i64,
+    ) -> Result<User, OfficerError> {
+        let result = self.add_user_inner(id, display_name, roles, now_ms).await;
+        self.refused("user.add", id, now_ms, result).await
+    }
+
+    async fn add_user_inner(
         &self,
         id: &str,
         display_name: &str,
@@ -119,6 +147,16 @@ impl Officer<'_> {
         state: UserState,
         now_ms: i64,
     ) -> Result<(), OfficerError> {
+        let result = self.set_user_state_inner(id, state, now_ms).await;
+        self.refused("user.state", id, now_ms, result).await
+    }
+
+    async fn set_user_state_inner(
+        &self,
+        id: &str,
+        state: UserState,
+        now_ms: i64,
+    ) -> Result<(), OfficerError> {
         let mut tx = self.store.begin().await?;
         directory::set_user_state(&mut tx, id, state, now_ms).await?;
         self.log(&mut tx, "user.state", id, json!({ "state": state }), now_ms)
@@ -134,6 +172,16 @@ impl Officer<'_> {
         roles: &[String],
         now_ms: i64,
     ) -> Result<(), OfficerError> {
+        let result = self.set_user_roles_inner(id, roles, now_ms).await;
+        self.refused("user.roles", id, now_ms, result).await
+    }
+
+    async fn set_user_roles_inner(
+        &self,
+        id: &str,
+        roles: &[String],
+        now_ms: i64,
+    ) -> Result<(), OfficerError> {
         let mut tx = self.store.begin().await?;
         directory::set_user_roles(&mut tx, id, roles, now_ms).await?;
         self.log(&mut tx, "user.roles", id, json!({ "roles": roles }), now_ms)
@@ -144,6 +192,11 @@ impl Officer<'_> {
 
     /// Lifts a lockout and clears the user's failure counters (R-RATE-1).
     pub async fn unlock_user(&self, id: &str, now_ms: i64) -> Result<(), OfficerError> {
+        let result = self.unlock_user_inner(id, now_ms).await;
+        self.refused("user.unlock", id, now_ms, result).await
+    }
+
+    async fn unlock_user_inner(&self, id: &str, now_ms: i64) -> Result<(), OfficerError> {
         if directory::user(self.store, id).await?.is_none() {
             return Err(StoreError::NotFound(format!("user {id}")).into());
         }
@@ -164,6 +217,20 @@ impl Officer<'_> {
 
     /// Registers a workstation by its certificate fingerprint (R-TLS-2).
     pub async fn add_workstation(
+        &self,
+        id: &str,
+        cert_sha256: &str,
+        group: &str,
+        location: &str,
+        now_ms: i64,
+    ) -> Result<Workstation, OfficerError> {
+        let result = self
+            .add_workstation_inner(id, cert_sha256, group, location, now_ms)
+            .await;
+        self.refused("workstation.add", id, now_ms, result).await
+    }
+
+    async fn add_workstation_inner(
         &self,
         id: &str,
         cert_sha256: &str,
@@ -193,6 +260,16 @@ impl Officer<'_> {
         state: DeviceState,
         now_ms: i64,
     ) -> Result<(), OfficerError> {
+        let result = self.set_workstation_state_inner(id, state, now_ms).await;
+        self.refused("workstation.state", id, now_ms, result).await
+    }
+
+    async fn set_workstation_state_inner(
+        &self,
+        id: &str,
+        state: DeviceState,
+        now_ms: i64,
+    ) -> Result<(), OfficerError> {
         let mut tx = self.store.begin().await?;
         directory::set_workstation_state(&mut tx, id, state, now_ms).await?;
         self.log(
@@ -209,6 +286,16 @@ impl Officer<'_> {
 
     /// Registers a contactless badge's UID to a user (a weak possession factor).
     pub async fn register_badge(
+        &self,
+        user: &str,
+        uid: &[u8],
+        now_ms: i64,
+    ) -> Result<String, OfficerError> {
+        let result = self.register_badge_inner(user, uid, now_ms).await;
+        self.refused("device.register", user, now_ms, result).await
+    }
+
+    async fn register_badge_inner(
         &self,
         user: &str,
         uid: &[u8],
@@ -256,6 +343,28 @@ impl Officer<'_> {
         description: &str,
         now_ms: i64,
     ) -> Result<(), OfficerError> {
+        let result = self
+            .register_reader_inner(
+                id,
+                public_key,
+                protection,
+                presentation_attack_detection,
+                description,
+                now_ms,
+            )
+            .await;
+        self.refused("device.register", id, now_ms, result).await
+    }
+
+    async fn register_reader_inner(
+        &self,
+        id: &str,
+        public_key: &[u8],
+        protection: &str,
+        presentation_attack_detection: bool,
+        description: &str,
+        now_ms: i64,
+    ) -> Result<(), OfficerError> {
         if !matches!(protection, "match_on_reader" | "sealed_template") {
             return Err(OfficerError::Invalid(
                 "a reader's protection is match_on_reader or sealed_template (R-BIO-1)".into(),
@@ -290,6 +399,16 @@ impl Officer<'_> {
 
     /// Suspends, decommissions or reactivates a device (R-DEV-1).
     pub async fn set_device_state(
+        &self,
+        id: &str,
+        state: DeviceState,
+        now_ms: i64,
+    ) -> Result<(), OfficerError> {
+        let result = self.set_device_state_inner(id, state, now_ms).await;
+        self.refused("device.state", id, now_ms, result).await
+    }
+
+    async fn set_device_state_inner(
         &self,
         id: &str,
         state: DeviceState,

@@ -116,6 +116,42 @@ impl ActivePolicy {
         officer: &str,
         now_ms: i64,
     ) -> Result<Arc<Policy>, PolicyStoreError> {
+        let result = self.activate_inner(store, key, text, officer, now_ms).await;
+        if let Err(e) = &result {
+            // The refused change rolled back; its refusal is logged on its own.
+            let codes: Vec<&str> = match e {
+                PolicyStoreError::Invalid(PolicyError::Invalid(v)) => {
+                    v.iter().map(|x| x.code.as_str()).collect()
+                }
+                _ => Vec::new(),
+            };
+            audit::record(
+                store,
+                key,
+                &Event {
+                    at_ms: now_ms,
+                    actor: officer.to_owned(),
+                    workstation: None,
+                    action: "policy.activate".into(),
+                    target: None,
+                    outcome: "refused".into(),
+                    detail: json!({ "error": e.to_string(), "violations": codes }),
+                },
+            )
+            .await
+            .map_err(|e| PolicyStoreError::Store(e.to_string()))?;
+        }
+        result
+    }
+
+    async fn activate_inner(
+        &self,
+        store: &Store,
+        key: &AuditKey,
+        text: &str,
+        officer: &str,
+        now_ms: i64,
+    ) -> Result<Arc<Policy>, PolicyStoreError> {
         let policy = Arc::new(Policy::from_toml(text)?);
         let digest = policy.digest().to_string();
         let mut tx = store.begin().await?;

@@ -215,7 +215,19 @@ async fn activation(db: &TestDb) {
     assert!(history[0].active && !history[1].active);
     assert_eq!(history[0].created_by, "officer.sato");
 
-    let entries = audit::page(&store, 0, 10).await.unwrap();
+    let all = audit::page(&store, 0, 10).await.unwrap();
+    let refused: Vec<&str> = all
+        .iter()
+        .filter(|e| e.outcome == "refused")
+        .map(|e| e.detail.as_str())
+        .collect();
+    assert_eq!(
+        refused.len(),
+        2,
+        "the weak policy and the older version: {refused:#?}"
+    );
+    assert!(refused[0].contains("R-AUTH-2"), "{}", refused[0]);
+    let entries: Vec<_> = all.into_iter().filter(|e| e.outcome == "ok").collect();
     assert_eq!(entries.len(), 2);
     assert_eq!(entries[1].action, "policy.activate");
     assert!(

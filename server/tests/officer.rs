@@ -140,8 +140,25 @@ async fn lifecycle(db: &TestDb) {
         vec!["nurse".to_owned(), "pharmacist".to_owned()]
     );
 
-    // Only the changes that happened are logged, each with its officer.
+    // The changes are logged, each with its officer; refusals are logged too.
     let log = audit::page(&store, 0, 100).await.unwrap();
+    let refused: Vec<(&str, &str)> = log
+        .iter()
+        .filter(|e| e.outcome == "refused")
+        .map(|e| (e.action.as_str(), e.target.as_deref().unwrap_or("")))
+        .collect();
+    assert_eq!(
+        refused,
+        vec![
+            ("user.add", "nurse.tanaka"),
+            ("user.state", "ghost"),
+            ("device.register", "nurse.tanaka"),
+            ("device.register", "ghost"),
+            ("device.register", "reader-1"),
+            ("user.unlock", "ghost"),
+        ]
+    );
+    let log: Vec<_> = log.into_iter().filter(|e| e.outcome == "ok").collect();
     let actions: Vec<&str> = log.iter().map(|e| e.action.as_str()).collect();
     assert_eq!(
         actions,
@@ -161,13 +178,13 @@ async fn lifecycle(db: &TestDb) {
     assert!(log.last().unwrap().detail.contains(r#""was_locked":true"#));
 
     let mut out = Vec::new();
-    assert_eq!(export_audit(&store, 0, &mut out).await.unwrap(), 9);
+    assert_eq!(export_audit(&store, 0, &mut out).await.unwrap(), 15);
     let text = String::from_utf8(out).unwrap();
     let lines: Vec<serde_json::Value> = text
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(lines.len(), 9);
+    assert_eq!(lines.len(), 15);
     assert_eq!(lines[0]["action"], "user.add");
     assert_eq!(lines[0]["hash"].as_str().unwrap().len(), 64);
     assert!(audit::verify(&store, key.public_key())

@@ -1,10 +1,16 @@
 //! `clinauthctl`: the ClinAuth officer and operator command line.
+//!
+//! `policy check` and `policy simulate` need only a policy file. The other
+//! commands run on the server host with the server's configuration
+//! (`--config`, default `/etc/clinauth/server.toml`): they use the database
+//! and the audit key directly, for first set-up, bootstrap of the first
+//! officer, and recovery. Every change they make is audited.
 #![forbid(unsafe_code)]
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use clap::{Parser, Subcommand};
 use clinauth_policy::{Purpose, Seconds};
-use clinauth_server::ctl::{self, Outcome};
+use clinauth_server::ctl::{self, host, Outcome};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -16,15 +22,40 @@ use std::process::ExitCode;
     about = "ClinAuth officer and operator commands"
 )]
 struct Cli {
+    /// The server configuration (for commands that use the database).
+    #[arg(
+        long,
+        global = true,
+        env = "CLINAUTH_CONFIG",
+        default_value = "/etc/clinauth/server.toml"
+    )]
+    config: PathBuf,
+    /// Record changes in the audit log as made by this officer (default root@<host>).
+    #[arg(long = "as", global = true)]
+    actor: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
 enum Command {
+    /// Create missing keys, create and migrate the database, import the initial policy.
+    Init,
     /// Factor policies.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Users.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Workstations.
+    #[command(subcommand)]
+    Workstation(WorkstationCommand),
+    /// Contactless badges.
+    #[command(subcommand)]
+    Badge(BadgeCommand),
+    /// The tamper-evident audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
 }
 
 #[derive(Subcommand)]
@@ -66,12 +97,155 @@ enum PolicyCommand {
         #[arg(long, default_value = "1s")]
         evidence_age: Seconds,
     },
+    /// Validate, store and activate a policy (exit 1 if refused).
+    Activate {
+        /// The policy file (TOML).
+        file: PathBuf,
+    },
+    /// List stored policy versions, the active one marked.
+    History,
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Add a user.
+    Add {
+        /// Login name.
+        id: String,
+        /// Display name.
+        #[arg(long)]
+        name: String,
+        /// Roles, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        roles: Vec<String>,
+    },
+    /// List users.
+    List,
+    /// Set a user's state: active, suspended or disabled.
+    State {
+        /// Login name.
+        id: String,
+        /// The new state.
+        state: String,
+    },
+    /// Lift a lockout after too many failures.
+    Unlock {
+        /// Login name.
+        id: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum WorkstationCommand {
+    /// Register a workstation by its client certificate's SHA-256 fingerprint.
+    Add {
+        /// Its name.
+        id: String,
+        /// SHA-256 of its certificate (hex), as `pki issue-workstation` prints it.
+        #[arg(long)]
+        fingerprint: String,
+        /// The policy's workstation group.
+        #[arg(long)]
+        group: String,
+        /// Where it stands.
+        #[arg(long, default_value = "")]
+        location: String,
+    },
+    /// Set a workstation's state: active, suspended or decommissioned.
+    State {
+        /// Its name.
+        id: String,
+        /// The new state.
+        state: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum BadgeCommand {
+    /// Register a badge UID (hex) to a user.
+    Add {
+        /// The user.
+        user: String,
+        /// The UID in hex (4, 7 or 10 bytes).
+        uid: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Walk the hash chain and signatures; exit 1 with every break listed.
+    Verify,
+    /// Write entries as JSON Lines to standard output.
+    Export {
+        /// Only entries after this sequence number.
+        #[arg(long, default_value_t = 0)]
+        after: i64,
+    },
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))
+}
+
+/// Runs a command that needs the server host's database and keys.
+fn on_host<F>(cli_config: &PathBuf, actor: Option<String>, out: &mut String, f: F) -> Outcome
+where
+    F: for<'a> FnOnce(
+        &'a host::Host,
+        &'a mut String,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Outcome, host::HostError>> + 'a>,
+    >,
+{
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            out.push_str(&format!("error: {e}\n"));
+            return Outcome::Error;
+        }
+    };
+    rt.block_on(async {
+        let host = match host::Host::open(cli_config, actor).await {
+            Ok(h) => h,
+            Err(e) => {
+                out.push_str(&format!("error: {e}\n"));
+                return Outcome::Error;
+            }
+        };
+        let outcome = match f(&host, out).await {
+            Ok(o) => o,
+            Err(e) => {
+                out.push_str(&format!("error: {e}\n"));
+                Outcome::Error
+            }
+        };
+        host.store.close().await;
+        outcome
+    })
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let mut out = String::new();
+    let config = cli.config.clone();
+    let actor = cli.actor.clone();
     let outcome = match cli.command {
+        Command::Init => match runtime() {
+            Ok(rt) => match rt.block_on(host::init(&config, &mut out)) {
+                Ok(o) => o,
+                Err(e) => {
+                    out.push_str(&format!("error: {e}\n"));
+                    Outcome::Error
+                }
+            },
+            Err(e) => {
+                out.push_str(&format!("error: {e}\n"));
+                Outcome::Error
+            }
+        },
         Command::Policy(PolicyCommand::Check { file }) => ctl::policy::check(&file, &mut out),
         Command::Policy(PolicyCommand::Simulate {
             file,
@@ -99,6 +273,64 @@ fn main() -> ExitCode {
                     Outcome::Error
                 }
             }
+        }
+        Command::Policy(PolicyCommand::Activate { file }) => {
+            on_host(&config, actor, &mut out, |h, o| {
+                Box::pin(async move { host::policy_activate(h, &file, o).await })
+            })
+        }
+        Command::Policy(PolicyCommand::History) => on_host(&config, actor, &mut out, |h, o| {
+            Box::pin(host::policy_history(h, o))
+        }),
+        Command::User(UserCommand::Add { id, name, roles }) => {
+            on_host(&config, actor, &mut out, |h, o| {
+                Box::pin(async move { host::user_add(h, &id, &name, &roles, o).await })
+            })
+        }
+        Command::User(UserCommand::List) => on_host(&config, actor, &mut out, |h, o| {
+            Box::pin(host::user_list(h, o))
+        }),
+        Command::User(UserCommand::State { id, state }) => {
+            on_host(&config, actor, &mut out, |h, o| {
+                Box::pin(async move { host::user_state(h, &id, &state, o).await })
+            })
+        }
+        Command::User(UserCommand::Unlock { id }) => on_host(&config, actor, &mut out, |h, o| {
+            Box::pin(async move { host::user_unlock(h, &id, o).await })
+        }),
+        Command::Workstation(WorkstationCommand::Add {
+            id,
+            fingerprint,
+            group,
+            location,
+        }) => on_host(&config, actor, &mut out, |h, o| {
+            Box::pin(async move {
+                host::workstation_add(h, &id, &fingerprint, &group, &location, o).await
+            })
+        }),
+        Command::Workstation(WorkstationCommand::State { id, state }) => {
+            on_host(&config, actor, &mut out, |h, o| {
+                Box::pin(async move { host::workstation_state(h, &id, &state, o).await })
+            })
+        }
+        Command::Badge(BadgeCommand::Add { user, uid }) => {
+            on_host(&config, actor, &mut out, |h, o| {
+                Box::pin(async move { host::badge_add(h, &user, &uid, o).await })
+            })
+        }
+        Command::Audit(AuditCommand::Verify) => on_host(&config, actor, &mut out, |h, o| {
+            Box::pin(host::audit_verify(h, o))
+        }),
+        Command::Audit(AuditCommand::Export { after }) => {
+            on_host(&config, actor, &mut out, |h, o| {
+                Box::pin(async move {
+                    let mut stdout = std::io::stdout().lock();
+                    let n = host::audit_export(h, after, &mut stdout).await?;
+                    let _ = n;
+                    let _ = o;
+                    Ok(Outcome::Ok)
+                })
+            })
         }
     };
     let mut stdout = std::io::stdout().lock();

@@ -95,48 +95,95 @@ pub async fn init(config_path: &Path, out: &mut String) -> Result<Outcome, HostE
     let active = ActivePolicy::default();
     match active.reload(&host.store).await.map_err(err)? {
         Some(p) => {
-            let _ = writeln!(out, "policy version {} active ({})", p.version(), p.digest());
+            let _ = writeln!(
+                out,
+                "policy version {} active ({})",
+                p.version(),
+                p.digest()
+            );
         }
         None => match &host.config.policy.initial {
             Some(path) => {
                 let text = super::policy::read_policy_text(path).map_err(err)?;
                 let p = active
-                    .activate(&host.store, &host.keys.audit, &text, &host.actor, crate::clock::now_ms())
+                    .activate(
+                        &host.store,
+                        &host.keys.audit,
+                        &text,
+                        &host.actor,
+                        crate::clock::now_ms(),
+                    )
                     .await
                     .map_err(err)?;
-                let _ = writeln!(out, "imported policy version {} ({})", p.version(), p.digest());
+                let _ = writeln!(
+                    out,
+                    "imported policy version {} ({})",
+                    p.version(),
+                    p.digest()
+                );
             }
             None => {
-                let _ = writeln!(out, "no policy active: run clinauthctl policy activate FILE");
+                let _ = writeln!(
+                    out,
+                    "no policy active: run clinauthctl policy activate FILE"
+                );
             }
         },
     }
-    let _ = writeln!(out, "audit public key: {}", audit::hex(host.keys.audit.public_key()));
+    let _ = writeln!(
+        out,
+        "audit public key: {}",
+        audit::hex(host.keys.audit.public_key())
+    );
     host.store.close().await;
     Ok(Outcome::Ok)
 }
 
 /// `clinauthctl user add`.
-pub async fn user_add(host: &Host, id: &str, name: &str, roles: &[String], out: &mut String) -> Result<Outcome, HostError> {
+pub async fn user_add(
+    host: &Host,
+    id: &str,
+    name: &str,
+    roles: &[String],
+    out: &mut String,
+) -> Result<Outcome, HostError> {
     let user = host
         .officer()
         .add_user(id, name, roles, crate::clock::now_ms())
         .await
         .map_err(err)?;
-    let _ = writeln!(out, "added user {} ({}) with roles {}", user.id, user.display_name, user.roles.join(", "));
+    let _ = writeln!(
+        out,
+        "added user {} ({}) with roles {}",
+        user.id,
+        user.display_name,
+        user.roles.join(", ")
+    );
     Ok(Outcome::Ok)
 }
 
 /// `clinauthctl user list`.
 pub async fn user_list(host: &Host, out: &mut String) -> Result<Outcome, HostError> {
     for u in directory::users(&host.store).await.map_err(err)? {
-        let _ = writeln!(out, "{:<24} {:<10} {:<24} {}", u.id, u.state, u.roles.join(","), u.display_name);
+        let _ = writeln!(
+            out,
+            "{:<24} {:<10} {:<24} {}",
+            u.id,
+            u.state,
+            u.roles.join(","),
+            u.display_name
+        );
     }
     Ok(Outcome::Ok)
 }
 
 /// `clinauthctl user state`.
-pub async fn user_state(host: &Host, id: &str, state: &str, out: &mut String) -> Result<Outcome, HostError> {
+pub async fn user_state(
+    host: &Host,
+    id: &str,
+    state: &str,
+    out: &mut String,
+) -> Result<Outcome, HostError> {
     let state: UserState = state.parse().map_err(err)?;
     host.officer()
         .set_user_state(id, state, crate::clock::now_ms())
@@ -170,12 +217,21 @@ pub async fn workstation_add(
         .add_workstation(id, fingerprint, group, location, crate::clock::now_ms())
         .await
         .map_err(err)?;
-    let _ = writeln!(out, "registered workstation {} in group {} ({})", ws.id, ws.group, ws.cert_sha256);
+    let _ = writeln!(
+        out,
+        "registered workstation {} in group {} ({})",
+        ws.id, ws.group, ws.cert_sha256
+    );
     Ok(Outcome::Ok)
 }
 
 /// `clinauthctl workstation state`.
-pub async fn workstation_state(host: &Host, id: &str, state: &str, out: &mut String) -> Result<Outcome, HostError> {
+pub async fn workstation_state(
+    host: &Host,
+    id: &str,
+    state: &str,
+    out: &mut String,
+) -> Result<Outcome, HostError> {
     let state: DeviceState = state.parse().map_err(err)?;
     host.officer()
         .set_workstation_state(id, state, crate::clock::now_ms())
@@ -186,12 +242,21 @@ pub async fn workstation_state(host: &Host, id: &str, state: &str, out: &mut Str
 }
 
 /// `clinauthctl badge add`.
-pub async fn badge_add(host: &Host, user: &str, uid_hex: &str, out: &mut String) -> Result<Outcome, HostError> {
+pub async fn badge_add(
+    host: &Host,
+    user: &str,
+    uid_hex: &str,
+    out: &mut String,
+) -> Result<Outcome, HostError> {
     let uid: Option<Vec<u8>> = (uid_hex.len() % 2 == 0 && uid_hex.len() <= 64)
         .then(|| {
             (0..uid_hex.len())
                 .step_by(2)
-                .map(|i| uid_hex.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
+                .map(|i| {
+                    uid_hex
+                        .get(i..i + 2)
+                        .and_then(|h| u8::from_str_radix(h, 16).ok())
+                })
                 .collect()
         })
         .flatten();
@@ -206,20 +271,40 @@ pub async fn badge_add(host: &Host, user: &str, uid_hex: &str, out: &mut String)
 }
 
 /// `clinauthctl policy activate`: validate, store, activate, audit.
-pub async fn policy_activate(host: &Host, file: &Path, out: &mut String) -> Result<Outcome, HostError> {
+pub async fn policy_activate(
+    host: &Host,
+    file: &Path,
+    out: &mut String,
+) -> Result<Outcome, HostError> {
     let text = super::policy::read_policy_text(file).map_err(err)?;
     let active = ActivePolicy::default();
     active.reload(&host.store).await.map_err(err)?;
     match active
-        .activate(&host.store, &host.keys.audit, &text, &host.actor, crate::clock::now_ms())
+        .activate(
+            &host.store,
+            &host.keys.audit,
+            &text,
+            &host.actor,
+            crate::clock::now_ms(),
+        )
         .await
     {
         Ok(p) => {
-            let _ = writeln!(out, "policy version {} active ({})", p.version(), p.digest());
+            let _ = writeln!(
+                out,
+                "policy version {} active ({})",
+                p.version(),
+                p.digest()
+            );
             Ok(Outcome::Ok)
         }
         Err(policy_store::PolicyStoreError::Invalid(clinauth_policy::PolicyError::Invalid(v))) => {
-            let _ = writeln!(out, "refused: {} violation(s); run clinauthctl policy check {}", v.len(), file.display());
+            let _ = writeln!(
+                out,
+                "refused: {} violation(s); run clinauthctl policy check {}",
+                v.len(),
+                file.display()
+            );
             for x in v.iter().take(20) {
                 let _ = writeln!(out, "  {x}");
             }
@@ -258,7 +343,12 @@ pub async fn audit_verify(host: &Host, out: &mut String) -> Result<Outcome, Host
         let _ = writeln!(out, "audit log intact: {} entries, {head}", report.entries);
         Ok(Outcome::Ok)
     } else {
-        let _ = writeln!(out, "audit log BROKEN: {} problem(s) in {} entries", report.breaks.len(), report.entries);
+        let _ = writeln!(
+            out,
+            "audit log BROKEN: {} problem(s) in {} entries",
+            report.breaks.len(),
+            report.entries
+        );
         for b in &report.breaks {
             let _ = writeln!(out, "  {b}");
         }
@@ -267,6 +357,10 @@ pub async fn audit_verify(host: &Host, out: &mut String) -> Result<Outcome, Host
 }
 
 /// `clinauthctl audit export`: JSON Lines to the writer.
-pub async fn audit_export(host: &Host, after: i64, w: &mut impl std::io::Write) -> Result<u64, HostError> {
+pub async fn audit_export(
+    host: &Host,
+    after: i64,
+    w: &mut impl std::io::Write,
+) -> Result<u64, HostError> {
     export_audit(&host.store, after, w).await.map_err(err)
 }
