@@ -191,7 +191,12 @@ fn runtime() -> Result<tokio::runtime::Runtime, String> {
 }
 
 /// Runs a command that needs the server host's database and keys.
-fn on_host<F>(cli_config: &PathBuf, actor: Option<String>, out: &mut String, f: F) -> Outcome
+fn on_host<F>(
+    cli_config: &std::path::Path,
+    actor: Option<String>,
+    out: &mut String,
+    f: F,
+) -> Outcome
 where
     F: for<'a> FnOnce(
         &'a host::Host,
