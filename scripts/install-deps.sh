@@ -42,6 +42,6 @@ else
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then
-  log "cargo is not on PATH: install the Rust toolchain (rustup, Rust >= 1.86) first"
+  log "cargo is not on PATH: install the Rust toolchain (rustup, Rust >= 1.87) first"
   exit 1
 fi
