@@ -131,10 +131,7 @@ fn hex_ser<S: serde::Serializer>(bytes: &[u8; 32], s: S) -> Result<S::Ok, S::Err
     s.serialize_str(&hex(bytes))
 }
 
-/// Lower-case hex.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+pub use crate::hex::encode as hex;
 
 /// Why an event could not be logged.
 #[derive(Debug, thiserror::Error)]

@@ -6,6 +6,8 @@
 //! |---|---|
 //! | `ticket.ed25519.pk8` | signs tickets (JWS EdDSA) |
 //! | `audit.ed25519.pk8` | signs audit entries |
+//! | `data.key` | encrypts stored secrets: TOTP seeds, biometric templates (R-BIO-5) |
+//! | `matcher.x25519` | opens sealed biometric templates (R-BIO-1) |
 //!
 //! `clinauthctl init` (or [`Keys::create_missing`]) makes the missing ones.
 
@@ -18,6 +20,8 @@ use std::path::{Path, PathBuf};
 
 const TICKET: &str = "ticket.ed25519.pk8";
 const AUDIT: &str = "audit.ed25519.pk8";
+const DATA: &str = "data.key";
+const MATCHER: &str = "matcher.x25519";
 /// Key files are small; anything larger is not one.
 const MAX_KEY_FILE: u64 = 16 * 1024;
 
@@ -48,6 +52,10 @@ pub struct Keys {
     pub ticket_kid: String,
     /// Signs audit entries.
     pub audit: AuditKey,
+    /// Encrypts stored secrets (the first seals; all open, for rotation).
+    pub data: Vec<clinauth_factors::at_rest::DataKey>,
+    /// Opens sealed biometric templates.
+    pub matcher: clinauth_biometric::MatcherKey,
 }
 
 impl fmt::Debug for Keys {
@@ -55,7 +63,8 @@ impl fmt::Debug for Keys {
         f.debug_struct("Keys")
             .field("ticket_kid", &self.ticket_kid)
             .field("audit", &self.audit)
-            .finish()
+            .field("data_keys", &self.data.len())
+            .finish_non_exhaustive()
     }
 }
 
@@ -104,14 +113,27 @@ impl Keys {
     pub fn create_missing(dir: &Path) -> Result<Vec<PathBuf>, KeyError> {
         std::fs::create_dir_all(dir).map_err(io(dir))?;
         let mut made = Vec::new();
-        for name in [TICKET, AUDIT] {
+        let rng = SystemRandom::new();
+        for name in [TICKET, AUDIT, DATA, MATCHER] {
             let path = dir.join(name);
             if path.exists() {
                 continue;
             }
-            let doc = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new())
-                .map_err(|_| KeyError::Invalid(path.clone()))?;
-            write_private(&path, doc.as_ref())?;
+            let bytes = match name {
+                DATA => clinauth_factors::at_rest::DataKey::generate(&rng)
+                    .map(|k| zeroize::Zeroizing::new(k.expose().to_vec()))
+                    .map_err(|_| KeyError::Invalid(path.clone()))?,
+                MATCHER => clinauth_biometric::MatcherKey::generate(&rng)
+                    .map(|k| zeroize::Zeroizing::new(k.to_bytes().to_vec()))
+                    .map_err(|_| KeyError::Invalid(path.clone()))?,
+                _ => zeroize::Zeroizing::new(
+                    Ed25519KeyPair::generate_pkcs8(&rng)
+                        .map_err(|_| KeyError::Invalid(path.clone()))?
+                        .as_ref()
+                        .to_vec(),
+                ),
+            };
+            write_private(&path, &bytes)?;
             made.push(path);
         }
         Ok(made)
@@ -125,11 +147,19 @@ impl Keys {
         let audit_path = dir.join(AUDIT);
         let audit = AuditKey::from_pkcs8(&read_key(&audit_path)?)
             .map_err(|_| KeyError::Invalid(audit_path.clone()))?;
+        let data_path = dir.join(DATA);
+        let data = clinauth_factors::at_rest::DataKey::from_bytes(&read_key(&data_path)?)
+            .map_err(|_| KeyError::Invalid(data_path.clone()))?;
+        let matcher_path = dir.join(MATCHER);
+        let matcher = clinauth_biometric::MatcherKey::from_bytes(&read_key(&matcher_path)?)
+            .map_err(|_| KeyError::Invalid(matcher_path.clone()))?;
         let ticket_kid = key_id(ticket.public_key().as_ref());
         Ok(Keys {
             ticket,
             ticket_kid,
             audit,
+            data: vec![data],
+            matcher,
         })
     }
 }

@@ -255,7 +255,7 @@ fn keys_are_created_private_and_refused_when_readable() {
     use std::os::unix::fs::PermissionsExt;
     let dir = support::TempDir::new("keys");
     let made = Keys::create_missing(&dir.0).unwrap();
-    assert_eq!(made.len(), 2);
+    assert_eq!(made.len(), 4);
     assert!(
         Keys::create_missing(&dir.0).unwrap().is_empty(),
         "never replaces a key"

@@ -267,19 +267,6 @@ struct BadgeBody {
     uid: String,
 }
 
-fn parse_hex(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 || text.len() > 64 {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| {
-            text.get(i..i + 2)
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-        })
-        .collect()
-}
-
 async fn add_badge(
     State(api): State<OfficerApi>,
     headers: HeaderMap,
@@ -288,7 +275,7 @@ async fn add_badge(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let who = caller(&api, &headers).await?;
     let req: BadgeBody = body_json(body).await?;
-    let uid = parse_hex(&req.uid).ok_or_else(|| {
+    let uid = crate::hex::decode(&req.uid, 10).ok_or_else(|| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
             "invalid_request",

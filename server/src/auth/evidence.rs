@@ -8,25 +8,27 @@
 
 use super::challenge::Challenge;
 use super::service::AuthService;
-use crate::directory::{self, DeviceKind, DeviceState, User, Workstation};
+use crate::credentials;
+use crate::directory::{self, Device, DeviceKind, DeviceState, User, Workstation};
 use crate::store::{StoreError, Tx};
-use clinauth_policy::{Evidence, Factor, UnixTime};
+use clinauth_biometric::envelope::{
+    self, Expected, ReaderPublicKey, SealedCapture, SignedDecision,
+};
+use clinauth_factors::pin::{self, SecretPin};
+use clinauth_factors::totp;
+use clinauth_policy::{BiometricProtection, Evidence, Factor, UnixTime};
 use clinauth_proto::workstation::EvidenceItem;
+use clinauth_proto::SecretString;
 use serde::Serialize;
 
-/// Configuration the verifiers need beyond the database.
-#[derive(Debug, Default)]
-pub struct Verifiers {
-    /// The HPKE public key biometric readers seal to, when a matcher is configured.
-    matcher_public: Option<Vec<u8>>,
-}
+/// How old a biometric capture may be when it reaches the server, and how
+/// far a reader's clock may run ahead.
+const CAPTURE_MAX_AGE_S: u32 = 120;
+const CAPTURE_MAX_FUTURE_S: u32 = 30;
 
-impl Verifiers {
-    /// The matcher's public key, if one is configured.
-    pub fn matcher_public_key(&self) -> Option<Vec<u8>> {
-        self.matcher_public.clone()
-    }
-}
+/// Configuration the verifiers need beyond the database and the keys.
+#[derive(Debug, Default)]
+pub struct Verifiers {}
 
 /// An item that did not count.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -75,8 +77,7 @@ fn kind_name(item: &EvidenceItem) -> &'static str {
 
 /// The device ID a badge UID is registered under.
 pub fn badge_device_id(uid: &[u8]) -> String {
-    let hex: String = uid.iter().map(|b| format!("{b:02x}")).collect();
-    format!("badge-{hex}")
+    format!("badge-{}", crate::hex::encode(uid))
 }
 
 /// Checks every item.
@@ -96,14 +97,42 @@ pub async fn verify_all(
         out.presented.push(kind);
         let result = match item {
             EvidenceItem::Badge { uid } => badge(service, user, &uid.0, now_ms).await,
+            EvidenceItem::ServerPin { value } => server_pin(service, user, value).await,
+            EvidenceItem::Totp { code } => match totp_code(service, user, code, now_ms).await {
+                Ok(update) => {
+                    out.counters.push(update);
+                    Ok(Factor::Totp)
+                }
+                Err(e) => Err(e),
+            },
             EvidenceItem::BiometricSealed { .. } | EvidenceItem::BiometricDecision { .. }
                 if biometric_barred =>
             {
                 Err("too many biometric failures: use another factor (R-BIO-4)".to_owned())
             }
+            EvidenceItem::BiometricSealed { capture } => {
+                match sealed_biometric(service, user, challenge, &capture.0, now_ms).await {
+                    Ok(Some(factor)) => Ok(factor),
+                    Ok(None) => {
+                        out.biometric_failed = true;
+                        Err("the fingerprint did not match".to_owned())
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            EvidenceItem::BiometricDecision { decision } => {
+                match reader_decision(service, user, challenge, &decision.0, now_ms).await {
+                    Ok(Some(factor)) => Ok(factor),
+                    Ok(None) => {
+                        out.biometric_failed = true;
+                        Err("the reader reported no match".to_owned())
+                    }
+                    Err(e) => Err(e),
+                }
+            }
             _ => Err(format!("{kind} is not enabled on this server")),
         };
-        let _ = (ws, challenge);
+        let _ = ws;
         match result {
             Ok(factor) => out.evidence.push(Evidence::new(factor, now)),
             Err(reason) => out.rejected.push(Rejected { kind, reason }),
@@ -136,14 +165,181 @@ async fn badge(
     Ok(Factor::Badge)
 }
 
-/// Advances the counters of the credentials used, in the decision's transaction.
-pub async fn commit_counters(tx: &mut Tx, verified: &Verified) -> Result<(), StoreError> {
-    for update in &verified.counters {
-        sqlx::query("UPDATE credentials SET counter = $1 WHERE id = $2 AND counter < $1")
-            .bind(update.value)
-            .bind(&update.credential)
-            .execute(&mut **tx)
-            .await?;
+async fn server_pin(
+    service: &AuthService,
+    user: &User,
+    value: &SecretString,
+) -> Result<Factor, String> {
+    let pin = SecretPin::from_text(value.expose()).map_err(|e| e.to_string())?;
+    let stored = credentials::pin_hash(&service.store, &user.id)
+        .await
+        .map_err(|_| "PIN lookup failed".to_owned())?;
+    // Argon2id takes 19 MiB: bound how many run at once, off the async threads.
+    let _permit = service
+        .hashing
+        .acquire()
+        .await
+        .map_err(|_| "PIN check unavailable".to_owned())?;
+    let enrolled = stored.is_some();
+    let checked = tokio::task::spawn_blocking(move || match stored {
+        Some(phc) => pin::verify_pin(&pin, &phc),
+        // Same work for users without a PIN, so timing does not tell.
+        None => pin::verify_dummy(&pin),
+    })
+    .await
+    .map_err(|_| "PIN check failed".to_owned())?;
+    match checked {
+        Ok(()) if enrolled => Ok(Factor::ServerPin),
+        _ if !enrolled => Err("no PIN is enrolled".to_owned()),
+        _ => Err("wrong PIN".to_owned()),
     }
-    Ok(())
+}
+
+async fn totp_code(
+    service: &AuthService,
+    user: &User,
+    code: &SecretString,
+    now_ms: i64,
+) -> Result<CounterUpdate, String> {
+    let (secret, last) = credentials::totp_secret(&service.store, &service.keys.data, &user.id)
+        .await
+        .map_err(|_| "TOTP lookup failed".to_owned())?
+        .ok_or_else(|| "no TOTP device is enrolled".to_owned())?;
+    let step =
+        totp::verify(&secret, code.expose(), now_ms / 1000, last).map_err(|e| e.to_string())?;
+    Ok(CounterUpdate {
+        credential: credentials::totp_id(&user.id),
+        value: i64::try_from(step).map_err(|_| "TOTP step out of range".to_owned())?,
+    })
+}
+
+/// The registered, active reader a capture names, and the protection it
+/// was registered with; the key comes from the registry, never the request.
+async fn reader(
+    service: &AuthService,
+    id: &str,
+    protection: &str,
+) -> Result<(Device, ReaderPublicKey), String> {
+    let device = directory::device(&service.store, id)
+        .await
+        .map_err(|_| "reader lookup failed".to_owned())?
+        .ok_or_else(|| "the reader is not registered (R-BIO-3)".to_owned())?;
+    if device.kind != DeviceKind::BiometricReader {
+        return Err("the device is not a biometric reader".into());
+    }
+    if device.state != DeviceState::Active {
+        return Err(format!("the reader is {} (R-DEV-1)", device.state));
+    }
+    if device.attributes["protection"] != protection {
+        return Err(format!(
+            "the reader is not registered as {protection} (R-BIO-1)"
+        ));
+    }
+    let key = device
+        .public_key
+        .as_deref()
+        .ok_or_else(|| "the reader has no registered key".to_owned())
+        .and_then(|k| ReaderPublicKey::from_bytes(k).map_err(|e| e.to_string()))?;
+    Ok((device, key))
+}
+
+fn expected(challenge: &Challenge, reader_id: &str, user: &User, now_ms: i64) -> Expected {
+    Expected {
+        nonce: challenge.nonce,
+        reader_id: reader_id.to_owned(),
+        user_id: user.id.clone(),
+        now: now_ms / 1000,
+        max_age_secs: CAPTURE_MAX_AGE_S,
+        max_future_secs: CAPTURE_MAX_FUTURE_S,
+    }
+}
+
+fn pad(device: &Device) -> bool {
+    device.attributes["pad"] == true
+}
+
+/// Opens a sealed capture (signature, binding, HPKE) and matches it 1:1
+/// against the user's enrolled templates. `Ok(None)`: a genuine capture
+/// that does not match.
+async fn sealed_biometric(
+    service: &AuthService,
+    user: &User,
+    challenge: &Challenge,
+    bytes: &[u8],
+    now_ms: i64,
+) -> Result<Option<Factor>, String> {
+    let capture = SealedCapture::from_bytes(bytes).map_err(|e| e.to_string())?;
+    let reader_id = capture.context().reader_id.clone();
+    let (device, key) = reader(service, &reader_id, "sealed_template").await?;
+    let probe = envelope::open(
+        &service.keys.matcher,
+        &key,
+        &expected(challenge, &reader_id, user, now_ms),
+        bytes,
+    )
+    .map_err(|e| e.to_string())?;
+    let references = credentials::templates(&service.store, &service.keys.data, &user.id)
+        .await
+        .map_err(|_| "template lookup failed".to_owned())?;
+    if references.is_empty() {
+        return Err("no fingerprint is enrolled".into());
+    }
+    let _ = directory::touch_device(&service.store, &reader_id, now_ms).await;
+    // 1:1 against the claimed user's own references only (R-BIO-2).
+    let matched = references
+        .iter()
+        .any(|reference| clinauth_biometric::verify(reference, &probe).matched);
+    Ok(matched.then_some(Factor::Biometric {
+        protection: BiometricProtection::SealedTemplate,
+        presentation_attack_detection: pad(&device),
+    }))
+}
+
+async fn reader_decision(
+    service: &AuthService,
+    user: &User,
+    challenge: &Challenge,
+    bytes: &[u8],
+    now_ms: i64,
+) -> Result<Option<Factor>, String> {
+    let decision = SignedDecision::from_bytes(bytes).map_err(|e| e.to_string())?;
+    let reader_id = decision.context.reader_id.clone();
+    let (device, key) = reader(service, &reader_id, "match_on_reader").await?;
+    let matched = envelope::verify_decision(
+        &key,
+        &expected(challenge, &reader_id, user, now_ms),
+        &decision,
+    )
+    .map_err(|e| e.to_string())?;
+    let _ = directory::touch_device(&service.store, &reader_id, now_ms).await;
+    Ok(matched.then_some(Factor::Biometric {
+        protection: BiometricProtection::MatchOnReader,
+        presentation_attack_detection: pad(&device),
+    }))
+}
+
+/// A one-time value was used by a concurrent request first.
+#[derive(Debug, thiserror::Error)]
+#[error("a one-time code was already used")]
+pub struct Reused;
+
+/// Advances the counters of the credentials used, in the decision's
+/// transaction. A counter that another request advanced first means the
+/// same one-time code was used twice: the whole decision fails.
+pub async fn commit_counters(
+    tx: &mut Tx,
+    verified: &Verified,
+) -> Result<Result<(), Reused>, StoreError> {
+    for update in &verified.counters {
+        let done =
+            sqlx::query("UPDATE credentials SET counter = $1 WHERE id = $2 AND counter < $1")
+                .bind(update.value)
+                .bind(&update.credential)
+                .execute(&mut **tx)
+                .await?;
+        if done.rows_affected() != 1 {
+            return Ok(Err(Reused));
+        }
+    }
+    Ok(Ok(()))
 }

@@ -290,7 +290,7 @@ impl AuthService {
             nonce: B64(issued.nonce.to_vec()),
             expires_at: issued.expires_at_ms / 1000,
             options,
-            matcher_public_key: self.verifiers.matcher_public_key().map(B64),
+            matcher_public_key: Some(B64(self.keys.matcher.public_key().as_bytes().to_vec())),
             webauthn: None,
         })
     }
@@ -403,8 +403,14 @@ impl AuthService {
                 };
                 let token = ticket::sign(&claims, &self.keys.ticket, &self.keys.ticket_kid)
                     .map_err(|e| AuthError::Store(e.to_string()))?;
+                if evidence::commit_counters(&mut tx, &verified)
+                    .await?
+                    .is_err()
+                {
+                    // Dropping the transaction also returns the challenge unused.
+                    return Err(AuthError::Challenge(ChallengeError::Used));
+                }
                 throttle::clear(&mut tx, &user_key).await?;
-                evidence::commit_counters(&mut tx, &verified).await?;
                 audit::append(
                     &mut tx,
                     self.store.backend(),

@@ -248,18 +248,7 @@ pub async fn badge_add(
     uid_hex: &str,
     out: &mut String,
 ) -> Result<Outcome, HostError> {
-    let uid: Option<Vec<u8>> = (uid_hex.len() % 2 == 0 && uid_hex.len() <= 64)
-        .then(|| {
-            (0..uid_hex.len())
-                .step_by(2)
-                .map(|i| {
-                    uid_hex
-                        .get(i..i + 2)
-                        .and_then(|h| u8::from_str_radix(h, 16).ok())
-                })
-                .collect()
-        })
-        .flatten();
+    let uid = crate::hex::decode(uid_hex, 10);
     let uid = uid.ok_or_else(|| HostError("the UID must be hex".into()))?;
     let id = host
         .officer()

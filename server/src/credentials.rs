@@ -1,0 +1,275 @@
+//! Enrolled credentials: server PINs (Argon2id PHC strings), TOTP seeds and
+//! biometric templates (both encrypted at rest with the data key, bound to
+//! their row by the associated data, R-BIO-5), and smartcard certificates.
+//!
+//! Enrollment writes the credential and its audit entry in one transaction.
+
+use crate::audit::{self, AuditKey, Event};
+use crate::store::{Store, StoreError};
+use clinauth_biometric::Template;
+use clinauth_factors::at_rest::{self, DataKey};
+use clinauth_factors::pin::{self, SecretPin};
+use clinauth_factors::totp::{self, TotpSecret};
+use ring::rand::SystemRandom;
+use serde_json::json;
+use sqlx::Row;
+use zeroize::Zeroizing;
+
+/// Why a credential could not be enrolled or read.
+#[derive(Debug, thiserror::Error)]
+pub enum CredentialError {
+    /// Storage failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The PIN breaks the PIN policy.
+    #[error("PIN refused: {0}")]
+    PinPolicy(String),
+    /// The user does not exist.
+    #[error("user {0} not found")]
+    NoUser(String),
+    /// Cryptography failed (randomness, a stored value that will not open).
+    #[error("{0}")]
+    Crypto(String),
+}
+
+impl From<sqlx::Error> for CredentialError {
+    fn from(e: sqlx::Error) -> Self {
+        CredentialError::Store(StoreError::Db(e))
+    }
+}
+
+impl From<audit::AuditError> for CredentialError {
+    fn from(e: audit::AuditError) -> Self {
+        CredentialError::Crypto(e.to_string())
+    }
+}
+
+/// The credential row IDs.
+pub fn pin_id(user: &str) -> String {
+    format!("pin:{user}")
+}
+
+/// See [`pin_id`].
+pub fn totp_id(user: &str) -> String {
+    format!("totp:{user}")
+}
+
+fn template_aad(user: &str) -> Vec<u8> {
+    format!("clinauth-template:{user}").into_bytes()
+}
+
+fn totp_aad(user: &str) -> Vec<u8> {
+    format!("clinauth-totp:{user}").into_bytes()
+}
+
+/// A credential row to write.
+struct NewRow<'a> {
+    id: &'a str,
+    kind: &'a str,
+    secret: Option<Vec<u8>>,
+    public_data: Option<Vec<u8>>,
+    counter: i64,
+}
+
+/// Who enrolls credentials, with which keys; each enrollment is audited
+/// under `actor`.
+pub struct Enroller<'a> {
+    /// The database.
+    pub store: &'a Store,
+    /// The audit key.
+    pub audit: &'a AuditKey,
+    /// The data key that seals secrets at rest.
+    pub data: &'a DataKey,
+    /// The officer (or `root@<host>`).
+    pub actor: &'a str,
+}
+
+async fn upsert(
+    e: &Enroller<'_>,
+    user: &str,
+    row: NewRow<'_>,
+    now_ms: i64,
+) -> Result<(), CredentialError> {
+    let (store, key, actor) = (e.store, e.audit, e.actor);
+    let NewRow {
+        id,
+        kind,
+        secret,
+        public_data,
+        counter,
+    } = row;
+    if crate::directory::user(store, user).await?.is_none() {
+        return Err(CredentialError::NoUser(user.to_owned()));
+    }
+    let mut tx = store.begin().await?;
+    sqlx::query("DELETE FROM credentials WHERE id = $1")
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(
+        "INSERT INTO credentials (id, user_id, kind, secret, public_data, meta, counter, state, created_at) \
+         VALUES ($1, $2, $3, $4, $5, '{}', $6, 'active', $7)",
+    )
+    .bind(id)
+    .bind(user)
+    .bind(kind)
+    .bind(secret)
+    .bind(public_data)
+    .bind(counter)
+    .bind(now_ms)
+    .execute(&mut *tx)
+    .await?;
+    audit::append(
+        &mut tx,
+        store.backend(),
+        key,
+        &Event {
+            at_ms: now_ms,
+            actor: actor.to_owned(),
+            workstation: None,
+            action: "credential.enroll".into(),
+            target: Some(user.to_owned()),
+            outcome: "ok".into(),
+            detail: json!({ "kind": kind, "credential": id }),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+impl Enroller<'_> {
+    /// Sets (or replaces) a user's server PIN after checking the PIN policy.
+    pub async fn pin(
+        &self,
+        user: &str,
+        pin: &SecretPin,
+        now_ms: i64,
+    ) -> Result<(), CredentialError> {
+        pin::check_new_pin(pin, user).map_err(|e| CredentialError::PinPolicy(e.to_string()))?;
+        let phc = pin::hash_pin(pin, &SystemRandom::new())
+            .map_err(|e| CredentialError::Crypto(e.to_string()))?;
+        let id = pin_id(user);
+        let row = NewRow {
+            id: &id,
+            kind: "server_pin",
+            secret: Some(phc.into_bytes()),
+            public_data: None,
+            counter: 0,
+        };
+        upsert(self, user, row, now_ms).await
+    }
+
+    /// Provisions a TOTP seed for the user: stores it encrypted and returns
+    /// the `otpauth://` URI and a QR PNG for the user's authenticator app.
+    pub async fn totp(
+        &self,
+        user: &str,
+        now_ms: i64,
+    ) -> Result<(Zeroizing<String>, Zeroizing<Vec<u8>>), CredentialError> {
+        let rng = SystemRandom::new();
+        let secret =
+            TotpSecret::generate(&rng).map_err(|e| CredentialError::Crypto(e.to_string()))?;
+        let sealed = at_rest::seal(self.data, secret.expose(), &totp_aad(user), &rng)
+            .map_err(|e| CredentialError::Crypto(e.to_string()))?;
+        let uri = totp::provisioning_uri(&secret, user)
+            .map_err(|e| CredentialError::Crypto(e.to_string()))?;
+        let png = totp::provisioning_qr_png(&secret, user)
+            .map_err(|e| CredentialError::Crypto(e.to_string()))?;
+        let id = totp_id(user);
+        // -1: no step used yet.
+        let row = NewRow {
+            id: &id,
+            kind: "totp",
+            secret: Some(sealed),
+            public_data: None,
+            counter: -1,
+        };
+        upsert(self, user, row, now_ms).await?;
+        Ok((uri, png))
+    }
+
+    /// Stores a biometric reference template, encrypted (R-BIO-5). A user
+    /// may have several (fingers); `slot` names which.
+    pub async fn template(
+        &self,
+        user: &str,
+        slot: u8,
+        template: &Template,
+        now_ms: i64,
+    ) -> Result<(), CredentialError> {
+        let encoded = template.encode();
+        let sealed = at_rest::seal(
+            self.data,
+            &encoded,
+            &template_aad(user),
+            &SystemRandom::new(),
+        )
+        .map_err(|e| CredentialError::Crypto(e.to_string()))?;
+        let id = format!("bio:{user}:{slot}");
+        let row = NewRow {
+            id: &id,
+            kind: "biometric_template",
+            secret: Some(sealed),
+            public_data: None,
+            counter: 0,
+        };
+        upsert(self, user, row, now_ms).await
+    }
+}
+
+/// The user's PIN hash, if enrolled.
+pub async fn pin_hash(store: &Store, user: &str) -> Result<Option<String>, CredentialError> {
+    let row = sqlx::query("SELECT secret FROM credentials WHERE id = $1 AND state = 'active'")
+        .bind(pin_id(user))
+        .fetch_optional(store.pool())
+        .await?;
+    let Some(row) = row else { return Ok(None) };
+    let bytes: Vec<u8> = row.try_get("secret")?;
+    String::from_utf8(bytes)
+        .map(Some)
+        .map_err(|_| CredentialError::Store(StoreError::Corrupt("PIN hash is not text".into())))
+}
+
+/// The user's TOTP seed and last used step (`None` before first use).
+pub async fn totp_secret(
+    store: &Store,
+    data: &[DataKey],
+    user: &str,
+) -> Result<Option<(TotpSecret, Option<u64>)>, CredentialError> {
+    let row =
+        sqlx::query("SELECT secret, counter FROM credentials WHERE id = $1 AND state = 'active'")
+            .bind(totp_id(user))
+            .fetch_optional(store.pool())
+            .await?;
+    let Some(row) = row else { return Ok(None) };
+    let sealed: Vec<u8> = row.try_get("secret")?;
+    let counter: i64 = row.try_get("counter")?;
+    let plain = at_rest::open(data, &sealed, &totp_aad(user))
+        .map_err(|e| CredentialError::Crypto(e.to_string()))?;
+    let secret =
+        TotpSecret::from_bytes(plain).map_err(|e| CredentialError::Crypto(e.to_string()))?;
+    Ok(Some((secret, u64::try_from(counter).ok())))
+}
+
+/// The user's reference templates, decrypted; wiped when dropped.
+pub async fn templates(
+    store: &Store,
+    data: &[DataKey],
+    user: &str,
+) -> Result<Vec<Template>, CredentialError> {
+    let rows = sqlx::query(
+        "SELECT secret FROM credentials WHERE user_id = $1 AND kind = 'biometric_template' AND state = 'active' ORDER BY id",
+    )
+    .bind(user)
+    .fetch_all(store.pool())
+    .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        let sealed: Vec<u8> = row.try_get("secret")?;
+        let plain = at_rest::open(data, &sealed, &template_aad(user))
+            .map_err(|e| CredentialError::Crypto(e.to_string()))?;
+        out.push(Template::decode(&plain).map_err(|e| CredentialError::Crypto(e.to_string()))?);
+    }
+    Ok(out)
+}
