@@ -142,17 +142,36 @@ fn default_max_hashes() -> usize {
 }
 
 /// `[smartcard]`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SmartcardSection {
     /// CA certificates (PEM) that card certificates must chain to: the
     /// hospital's card CA, the HPKI CAs.
     #[serde(default)]
     pub trust_anchors: Vec<PathBuf>,
-    /// CRLs (DER or PEM) of those CAs; a CA listed here with a stale CRL
-    /// makes its cards fail (fail closed).
+    /// CRLs (DER or PEM) of those CAs; a stale CRL makes its CA's cards
+    /// fail (fail closed).
     #[serde(default)]
     pub crls: Vec<PathBuf>,
+    /// Require a current CRL for every trust anchor (default true). Set
+    /// false only for a CA that publishes none, knowing revoked cards then
+    /// pass until they expire.
+    #[serde(default = "default_true")]
+    pub require_crl: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+impl Default for SmartcardSection {
+    fn default() -> Self {
+        SmartcardSection {
+            trust_anchors: Vec::new(),
+            crls: Vec::new(),
+            require_crl: true,
+        }
+    }
 }
 
 /// Why the configuration could not be loaded.

@@ -54,6 +54,37 @@ pub fn totp_id(user: &str) -> String {
     format!("totp:{user}")
 }
 
+/// The credential ID of a card: its certificate's SHA-256.
+pub fn card_id(certificate: &[u8]) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, certificate);
+    format!("card:{}", crate::hex::encode(digest.as_ref()))
+}
+
+/// An enrolled card.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnrolledCard {
+    /// Its owner.
+    pub user: String,
+    /// Its key needs the card PIN.
+    pub pin_protected: bool,
+}
+
+/// The enrollment of a card certificate, if any.
+pub async fn card(
+    store: &Store,
+    certificate: &[u8],
+) -> Result<Option<EnrolledCard>, CredentialError> {
+    let row = sqlx::query("SELECT user_id, counter FROM credentials WHERE id = $1 AND kind = 'card' AND state = 'active'")
+        .bind(card_id(certificate))
+        .fetch_optional(store.pool())
+        .await?;
+    let Some(row) = row else { return Ok(None) };
+    Ok(Some(EnrolledCard {
+        user: row.try_get("user_id")?,
+        pin_protected: row.try_get::<i64, _>("counter")? == 1,
+    }))
+}
+
 fn template_aad(user: &str) -> Vec<u8> {
     format!("clinauth-template:{user}").into_bytes()
 }
@@ -187,6 +218,37 @@ impl Enroller<'_> {
         };
         upsert(self, user, row, now_ms).await?;
         Ok((uri, png))
+    }
+
+    /// Enrolls a smartcard's authentication certificate to a user, after
+    /// checking it against the trust store. `pin_protected`: the card's key
+    /// needs its PIN (PIV slot 9A always does).
+    pub async fn card(
+        &self,
+        user: &str,
+        certificate: &[u8],
+        trust: &clinauth_factors::card::CardTrust,
+        pin_protected: bool,
+        now_ms: i64,
+    ) -> Result<(), CredentialError> {
+        let verified = trust
+            .verify(
+                certificate,
+                &[],
+                clinauth_factors::card::KeyUse::Authentication,
+                clinauth_policy::UnixTime(now_ms / 1000),
+            )
+            .map_err(|e| CredentialError::Crypto(format!("card certificate refused: {e}")))?;
+        let id = card_id(certificate);
+        let row = NewRow {
+            id: &id,
+            kind: "card",
+            secret: None,
+            public_data: Some(certificate.to_vec()),
+            counter: i64::from(pin_protected),
+        };
+        let _ = verified;
+        upsert(self, user, row, now_ms).await
     }
 
     /// Stores a biometric reference template, encrypted (R-BIO-5). A user

@@ -28,7 +28,10 @@ const CAPTURE_MAX_FUTURE_S: u32 = 30;
 
 /// Configuration the verifiers need beyond the database and the keys.
 #[derive(Debug, Default)]
-pub struct Verifiers {}
+pub struct Verifiers {
+    /// The CAs (and CRLs) card certificates must chain to.
+    pub card_trust: clinauth_factors::card::CardTrust,
+}
 
 /// An item that did not count.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -97,6 +100,25 @@ pub async fn verify_all(
         out.presented.push(kind);
         let result = match item {
             EvidenceItem::Badge { uid } => badge(service, user, &uid.0, now_ms).await,
+            EvidenceItem::Card {
+                certificate,
+                chain,
+                signature,
+                pin_protected_key,
+            } => {
+                let chain: Vec<&[u8]> = chain.iter().map(|c| c.0.as_slice()).collect();
+                card(
+                    service,
+                    user,
+                    challenge,
+                    &certificate.0,
+                    &chain,
+                    &signature.0,
+                    *pin_protected_key,
+                    now_ms,
+                )
+                .await
+            }
             EvidenceItem::ServerPin { value } => server_pin(service, user, value).await,
             EvidenceItem::Totp { code } => match totp_code(service, user, code, now_ms).await {
                 Ok(update) => {
@@ -163,6 +185,48 @@ async fn badge(
     }
     let _ = directory::touch_device(&service.store, &id, now_ms).await;
     Ok(Factor::Badge)
+}
+
+/// A card signature over the challenge message: the certificate chains to
+/// a configured CA and is not revoked, the card is enrolled to this user,
+/// and the signature covers this nonce, user, workstation and purpose.
+#[allow(clippy::too_many_arguments)]
+async fn card(
+    service: &AuthService,
+    user: &User,
+    challenge: &Challenge,
+    certificate: &[u8],
+    chain: &[&[u8]],
+    signature: &[u8],
+    pin_reported: bool,
+    now_ms: i64,
+) -> Result<Factor, String> {
+    use clinauth_factors::card::{self, KeyUse};
+    let now = UnixTime(now_ms / 1000);
+    let verified = service
+        .verifiers
+        .card_trust
+        .verify(certificate, chain, KeyUse::Authentication, now)
+        .map_err(|e| e.to_string())?;
+    let enrolled = credentials::card(&service.store, certificate)
+        .await
+        .map_err(|_| "card lookup failed".to_owned())?
+        .ok_or_else(|| "the card is not enrolled".to_owned())?;
+    if enrolled.user != user.id {
+        return Err("the card is enrolled to someone else".into());
+    }
+    card::verify_challenge(
+        &verified.public_key,
+        &challenge.nonce,
+        &user.id,
+        &challenge.workstation,
+        challenge.purpose,
+        signature,
+    )
+    .map_err(|e| e.to_string())?;
+    // The card's PIN protection as enrolled by an officer; a workstation
+    // may report less, never more.
+    Ok(verified.into_factor(enrolled.pin_protected && pin_reported))
 }
 
 async fn server_pin(

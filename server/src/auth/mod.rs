@@ -3,6 +3,7 @@
 //! sign a ticket or say what is missing), with throttling and an audit entry
 //! in the same transaction as every decision.
 
+pub mod card_trust;
 pub mod challenge;
 pub mod evidence;
 pub mod service;

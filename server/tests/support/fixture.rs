@@ -22,6 +22,10 @@ pub struct Fixture {
 }
 
 pub async fn fixture(db: &TestDb) -> Fixture {
+    fixture_with(db, Verifiers::default()).await
+}
+
+pub async fn fixture_with(db: &TestDb, verifiers: Verifiers) -> Fixture {
     let store = db.open().await;
     let keys_dir = super::TempDir::new("keys");
     Keys::create_missing(&keys_dir.0).unwrap();
@@ -78,7 +82,7 @@ pub async fn fixture(db: &TestDb) -> Fixture {
             ticket_ttl_s: 300,
         }),
         hashing: Arc::new(Semaphore::new(2)),
-        verifiers: Arc::new(Verifiers::default()),
+        verifiers: Arc::new(verifiers),
     };
     Fixture {
         auth,
