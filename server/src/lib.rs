@@ -21,5 +21,7 @@ pub mod hex;
 pub mod keys;
 pub mod metrics;
 pub mod officer;
+pub mod pki;
 pub mod policy_store;
 pub mod store;
+pub mod tls;

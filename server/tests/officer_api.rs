@@ -376,3 +376,91 @@ async fn r_pol_1_policies_are_validated_before_they_take_effect() {
     assert_eq!(s, StatusCode::OK);
     assert!(v.as_str().unwrap().contains("clinauth_auth_finish_total"));
 }
+
+#[tokio::test]
+async fn enrollment_of_pin_totp_and_cards() {
+    let (_db, f, app) = setup().await;
+    let t = token(&f, "officer.ito", 60);
+    let t = Some(t.as_str());
+    let (s, v) = call(
+        &app,
+        "POST",
+        "/v1/users/nurse.tanaka/pin",
+        t,
+        json!({"pin": "1234"}),
+    )
+    .await;
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("pin_policy")),
+        "{v}"
+    );
+    let (s, _) = call(
+        &app,
+        "POST",
+        "/v1/users/nurse.tanaka/pin",
+        t,
+        json!({"pin": "58204913"}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, _) = call(
+        &app,
+        "POST",
+        "/v1/users/ghost/pin",
+        t,
+        json!({"pin": "58204913"}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, v) = call(&app, "POST", "/v1/users/nurse.tanaka/totp", t, Value::Null).await;
+    assert_eq!(s, StatusCode::CREATED);
+    assert!(
+        v["otpauth_uri"]
+            .as_str()
+            .unwrap()
+            .starts_with("otpauth://totp/"),
+        "{v}"
+    );
+    assert!(
+        v["qr_png_base64"]
+            .as_str()
+            .unwrap()
+            .starts_with("iVBORw0KGgo"),
+        "a PNG"
+    );
+    let uri = v["otpauth_uri"].as_str().unwrap().to_owned();
+    let secret = uri
+        .split("secret=")
+        .nth(1)
+        .unwrap()
+        .split('&')
+        .next()
+        .unwrap()
+        .to_owned();
+    assert!(secret.len() >= 16, "{uri}");
+    // No CA is configured in this fixture: every card is refused, with the reason.
+    let (s, v) = call(
+        &app,
+        "POST",
+        "/v1/users/nurse.tanaka/cards",
+        t,
+        json!({"certificate": "MIIB"}),
+    )
+    .await;
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("card_refused")),
+        "{v}"
+    );
+    // Neither the PIN nor the TOTP secret reaches the audit log.
+    let log = clinauth_server::audit::page(&f.auth.store, 0, 1000)
+        .await
+        .unwrap();
+    assert!(log
+        .iter()
+        .all(|e| !e.detail.contains("58204913") && !e.detail.contains(&secret)));
+    assert!(log
+        .iter()
+        .any(|e| e.action == "credential.enroll" && e.detail.contains("\"kind\":\"totp\"")));
+}

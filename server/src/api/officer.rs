@@ -52,6 +52,9 @@ pub fn router(api: OfficerApi) -> Router {
         .route("/v1/users/{id}/roles", post(user_roles))
         .route("/v1/users/{id}/unlock", post(unlock))
         .route("/v1/users/{id}/badges", post(add_badge))
+        .route("/v1/users/{id}/pin", post(set_pin))
+        .route("/v1/users/{id}/totp", post(provision_totp))
+        .route("/v1/users/{id}/cards", post(enroll_card))
         .route(
             "/v1/workstations",
             get(list_workstations).post(add_workstation),
@@ -287,6 +290,124 @@ async fn add_badge(
         .await
         .map_err(officer_error)?;
     Ok((StatusCode::CREATED, Json(json!({ "device": device }))))
+}
+
+fn enroller<'a>(
+    api: &'a OfficerApi,
+    who: &'a Caller,
+) -> Result<crate::credentials::Enroller<'a>, ApiError> {
+    Ok(crate::credentials::Enroller {
+        store: &api.auth.store,
+        audit: &api.auth.keys.audit,
+        data: api
+            .auth
+            .keys
+            .data
+            .first()
+            .ok_or_else(|| internal("no data key"))?,
+        actor: &who.0,
+    })
+}
+
+fn credential_error(e: crate::credentials::CredentialError) -> ApiError {
+    use crate::credentials::CredentialError;
+    match e {
+        CredentialError::PinPolicy(m) => ApiError::new(StatusCode::BAD_REQUEST, "pin_policy", m),
+        CredentialError::NoUser(u) => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("user {u} not found"),
+        ),
+        CredentialError::Crypto(m) if m.starts_with("card certificate refused") => {
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "card_refused", m)
+        }
+        other => internal(other),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PinBody {
+    pin: clinauth_proto::SecretString,
+}
+
+/// Sets a user's server PIN (at an enrollment desk, typed by the user).
+async fn set_pin(
+    State(api): State<OfficerApi>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Body,
+) -> Result<StatusCode, ApiError> {
+    let who = caller(&api, &headers).await?;
+    let req: PinBody = body_json(body).await?;
+    let pin = clinauth_factors::pin::SecretPin::from_text(req.pin.expose())
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "pin_policy", e.to_string()))?;
+    enroller(&api, &who)?
+        .pin(&id, &pin, clock::now_ms())
+        .await
+        .map_err(credential_error)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Provisions a TOTP seed; the answer is the only time the secret is shown.
+async fn provision_totp(
+    State(api): State<OfficerApi>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    use base64::Engine;
+    let who = caller(&api, &headers).await?;
+    let (uri, png) = enroller(&api, &who)?
+        .totp(&id, clock::now_ms())
+        .await
+        .map_err(credential_error)?;
+    let body = json!({
+        "otpauth_uri": uri.as_str(),
+        "qr_png_base64": base64::engine::general_purpose::STANDARD.encode(png.as_slice()),
+    });
+    Ok((
+        StatusCode::CREATED,
+        [(header::CACHE_CONTROL, "no-store")],
+        Json(body),
+    )
+        .into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CardBody {
+    /// The PIV authentication certificate (slot 9A), DER, base64url.
+    certificate: clinauth_proto::workstation::B64<16384>,
+    /// The card key needs the card PIN (PIV 9A: always).
+    #[serde(default = "yes")]
+    pin_protected: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Enrolls a smartcard certificate to a user after checking it chains to a
+/// configured CA and is not revoked.
+async fn enroll_card(
+    State(api): State<OfficerApi>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Body,
+) -> Result<StatusCode, ApiError> {
+    let who = caller(&api, &headers).await?;
+    let req: CardBody = body_json(body).await?;
+    enroller(&api, &who)?
+        .card(
+            &id,
+            &req.certificate.0,
+            &api.auth.verifiers.card_trust,
+            req.pin_protected,
+            clock::now_ms(),
+        )
+        .await
+        .map_err(credential_error)?;
+    Ok(StatusCode::CREATED)
 }
 
 async fn list_workstations(

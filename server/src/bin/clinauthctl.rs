@@ -56,6 +56,9 @@ enum Command {
     /// The tamper-evident audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// The local PKI for the workstation API's mutual TLS (a real site may use its own CA).
+    #[command(subcommand)]
+    Pki(PkiCommand),
 }
 
 #[derive(Subcommand)]
@@ -181,6 +184,83 @@ enum AuditCommand {
         #[arg(long, default_value_t = 0)]
         after: i64,
     },
+}
+
+#[derive(Subcommand)]
+enum PkiCommand {
+    /// Create a local CA, the server certificate and an empty CRL in DIR.
+    ///
+    /// Exit status: 0 created, 1 files exist (give --force), 2 error.
+    Init {
+        /// The PKI directory (created mode 0700).
+        #[arg(long)]
+        dir: PathBuf,
+        /// The site, for the CA's name "ClinAuth Local CA <site>" (default: the first server name).
+        #[arg(long)]
+        site: Option<String>,
+        /// A DNS name or IP address of the server (repeatable; default localhost and 127.0.0.1).
+        #[arg(long = "server-name")]
+        server_names: Vec<String>,
+        /// Replace existing files (every certificate issued so far stops working).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Issue a workstation client certificate and print its SHA-256 fingerprint.
+    IssueWorkstation {
+        /// The PKI directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// The workstation's name (the certificate's CN), e.g. ws-ward3-01.
+        #[arg(long)]
+        name: String,
+        /// Where to write NAME.pem and NAME-key.pem (default DIR/workstations).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Replace existing files.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Add workstation certificates to the CA's CRL (no target: re-sign it).
+    ///
+    /// Exit status: 0 done, 1 unknown serial or name, 2 error.
+    Revoke {
+        /// The PKI directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// A serial number (hex) as `pki issue-workstation` printed it (repeatable).
+        #[arg(long = "serial")]
+        serials: Vec<String>,
+        /// Every certificate issued to this workstation name (repeatable).
+        #[arg(long = "name")]
+        names: Vec<String>,
+    },
+}
+
+fn pki(command: PkiCommand, out: &mut String) -> Outcome {
+    let now_ms = clinauth_server::clock::now_ms();
+    if now_ms <= 0 {
+        out.push_str("error: the system clock is before 1970\n");
+        return Outcome::Error;
+    }
+    match command {
+        PkiCommand::Init {
+            dir,
+            site,
+            server_names,
+            force,
+        } => ctl::pki::init(&dir, site.as_deref(), &server_names, force, now_ms, out),
+        PkiCommand::IssueWorkstation {
+            dir,
+            name,
+            out: out_dir,
+            force,
+        } => ctl::pki::issue_workstation(&dir, &name, out_dir.as_deref(), force, now_ms, out),
+        PkiCommand::Revoke {
+            dir,
+            serials,
+            names,
+        } => ctl::pki::revoke(&dir, &serials, &names, now_ms, out),
+    }
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, String> {
@@ -323,6 +403,7 @@ fn main() -> ExitCode {
                 Box::pin(async move { host::badge_add(h, &user, &uid, o).await })
             })
         }
+        Command::Pki(command) => pki(command, &mut out),
         Command::Audit(AuditCommand::Verify) => on_host(&config, actor, &mut out, |h, o| {
             Box::pin(host::audit_verify(h, o))
         }),

@@ -2,6 +2,7 @@
 //! module named after it; `main` only parses arguments and sets the exit code.
 
 pub mod host;
+pub mod pki;
 pub mod policy;
 
 /// How a command ended, as the process exit status.
