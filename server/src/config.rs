@@ -30,6 +30,32 @@ pub struct Config {
     /// Smartcard trust.
     #[serde(default)]
     pub smartcard: SmartcardSection,
+    /// TLS for both listeners (the workstation API requires client certificates).
+    pub tls: crate::tls::TlsSettings,
+    /// The officer API.
+    #[serde(default)]
+    pub officer: OfficerSection,
+}
+
+/// `[officer]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OfficerSection {
+    /// Roles whose holders may use the officer API (with a ClinAuth ticket).
+    #[serde(default = "default_officer_roles")]
+    pub roles: Vec<String>,
+}
+
+impl Default for OfficerSection {
+    fn default() -> Self {
+        OfficerSection {
+            roles: default_officer_roles(),
+        }
+    }
+}
+
+fn default_officer_roles() -> Vec<String> {
+    vec!["security_officer".into()]
 }
 
 /// `[server]`.
@@ -287,7 +313,12 @@ mod tests {
     #[test]
     fn minimal_config_takes_defaults_and_unknown_keys_fail() {
         let p = Path::new("t.toml");
-        let c = Config::from_toml("[server]\nname = \"s\"\n[keys]\ndir = \"/k\"\n", p).unwrap();
+        let tls = "[tls]\ncert = \"/c\"\nkey = \"/k\"\nworkstation_ca = \"/ca\"\n";
+        let c = Config::from_toml(
+            &format!("[server]\nname = \"s\"\n[keys]\ndir = \"/k\"\n{tls}"),
+            p,
+        )
+        .unwrap();
         assert_eq!(c.database.url, "sqlite:///var/lib/clinauth/clinauth.db");
         assert_eq!(c.auth.max_concurrent_hashes, 4);
         let err = Config::from_toml(
@@ -296,7 +327,9 @@ mod tests {
         );
         assert!(matches!(err, Err(ConfigError::Parse { .. })));
         let err = Config::from_toml(
-            "[server]\nname = \"s\"\n[keys]\ndir = \"/k\"\n[auth]\nticket_ttl = \"2d\"\n",
+            &format!(
+                "[server]\nname = \"s\"\n[keys]\ndir = \"/k\"\n{tls}[auth]\nticket_ttl = \"2d\"\n"
+            ),
             p,
         );
         assert!(matches!(err, Err(ConfigError::Invalid(_))));

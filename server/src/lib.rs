@@ -23,5 +23,6 @@ pub mod metrics;
 pub mod officer;
 pub mod pki;
 pub mod policy_store;
+pub mod run;
 pub mod store;
 pub mod tls;
