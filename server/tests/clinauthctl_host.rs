@@ -27,7 +27,7 @@ fn setup(dir: &Path) -> std::path::PathBuf {
     std::fs::write(
         &config,
         format!(
-            "[server]\nname = \"clinauth.test\"\n[database]\nurl = \"sqlite://{d}/db/clinauth.db\"\n[keys]\ndir = \"{d}/keys\"\n[policy]\ninitial = \"{policy}\"\n",
+            "[server]\nname = \"clinauth.test\"\n[database]\nurl = \"sqlite://{d}/db/clinauth.db\"\n[keys]\ndir = \"{d}/keys\"\n[policy]\ninitial = \"{policy}\"\n[tls]\ncert = \"{d}/pki/server.pem\"\nkey = \"{d}/pki/server-key.pem\"\nworkstation_ca = \"{d}/pki/ca.pem\"\n",
             d = dir.display()
         ),
     )
@@ -97,6 +97,32 @@ fn r_log_1_bootstrap_and_audit_verify_from_the_server_host() {
         ],
     );
     assert_eq!(code, 0, "{out}");
+    let pin = |value: &str| {
+        use std::io::Write;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_clinauthctl"))
+            .arg("--config")
+            .arg(&config)
+            .args(["user", "pin", "nurse.tanaka"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(value.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8(out.stdout).unwrap(),
+        )
+    };
+    let (code, out) = pin("1234\n");
+    assert_eq!(code, 2, "a common PIN is refused: {out}");
+    let (code, out) = pin("58204913\n");
+    assert_eq!(code, 0, "{out}");
     let (code, out) = run(&config, &["user", "state", "nurse.tanaka", "vacation"]);
     assert_eq!(code, 2, "{out}");
     let (code, out) = run(&config, &["user", "list"]);
@@ -121,14 +147,14 @@ fn r_log_1_bootstrap_and_audit_verify_from_the_server_host() {
 
     let (code, out) = run(&config, &["audit", "verify"]);
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains("audit log intact: 7 entries"), "{out}");
+    assert!(out.contains("audit log intact: 8 entries"), "{out}");
     let (code, out) = run(&config, &["audit", "export"]);
     assert_eq!(code, 0);
     let lines: Vec<serde_json::Value> = out
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(lines.len(), 7);
+    assert_eq!(lines.len(), 8);
     let refused: Vec<&str> = lines
         .iter()
         .filter(|l| l["outcome"] == "refused")

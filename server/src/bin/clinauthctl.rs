@@ -131,6 +131,11 @@ enum UserCommand {
         /// The new state.
         state: String,
     },
+    /// Set a user's server PIN, read from standard input (one line).
+    Pin {
+        /// Login name.
+        id: String,
+    },
     /// Lift a lockout after too many failures.
     Unlock {
         /// Login name.
@@ -263,6 +268,25 @@ fn pki(command: PkiCommand, out: &mut String) -> Outcome {
     }
 }
 
+/// One line from standard input, at most 1 KiB, kept in wiped memory.
+fn read_secret_line() -> Result<clinauth_factors::pin::SecretPin, String> {
+    use std::io::Read;
+    let mut buf = zeroize::Zeroizing::new(Vec::with_capacity(128));
+    std::io::stdin()
+        .lock()
+        .take(1025)
+        .read_to_end(&mut buf)
+        .map_err(|e| format!("cannot read the PIN: {e}"))?;
+    if buf.len() > 1024 {
+        return Err("the PIN is longer than 1 KiB".into());
+    }
+    let end = buf.iter().position(|b| *b == b'\n').unwrap_or(buf.len());
+    let line = buf.get(..end).unwrap_or_default();
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    clinauth_factors::pin::SecretPin::new(zeroize::Zeroizing::new(line.to_vec()))
+        .map_err(|e| e.to_string())
+}
+
 fn runtime() -> Result<tokio::runtime::Runtime, String> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -380,6 +404,15 @@ fn main() -> ExitCode {
                 Box::pin(async move { host::user_state(h, &id, &state, o).await })
             })
         }
+        Command::User(UserCommand::Pin { id }) => match read_secret_line() {
+            Ok(pin) => on_host(&config, actor, &mut out, |h, o| {
+                Box::pin(async move { host::user_pin(h, &id, &pin, o).await })
+            }),
+            Err(e) => {
+                out.push_str(&format!("error: {e}\n"));
+                Outcome::Error
+            }
+        },
         Command::User(UserCommand::Unlock { id }) => on_host(&config, actor, &mut out, |h, o| {
             Box::pin(async move { host::user_unlock(h, &id, o).await })
         }),

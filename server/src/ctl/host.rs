@@ -162,6 +162,32 @@ pub async fn user_add(
     Ok(Outcome::Ok)
 }
 
+/// `clinauthctl user pin`: sets the user's server PIN (checked against the
+/// PIN policy; stored as an Argon2id hash).
+pub async fn user_pin(
+    host: &Host,
+    id: &str,
+    pin: &clinauth_factors::pin::SecretPin,
+    out: &mut String,
+) -> Result<Outcome, HostError> {
+    let data = host
+        .keys
+        .data
+        .first()
+        .ok_or_else(|| HostError("no data key".into()))?;
+    crate::credentials::Enroller {
+        store: &host.store,
+        audit: &host.keys.audit,
+        data,
+        actor: &host.actor,
+    }
+    .pin(id, pin, crate::clock::now_ms())
+    .await
+    .map_err(err)?;
+    let _ = writeln!(out, "PIN set for {id}");
+    Ok(Outcome::Ok)
+}
+
 /// `clinauthctl user list`.
 pub async fn user_list(host: &Host, out: &mut String) -> Result<Outcome, HostError> {
     for u in directory::users(&host.store).await.map_err(err)? {
