@@ -64,7 +64,7 @@ async fn setup() -> (TestDb, support::fixture::Fixture, WorkstationApi, String) 
 
 #[tokio::test]
 async fn r_tls_2_unregistered_or_missing_certificate_is_refused() {
-    let (_db, _f, api, _fp) = setup().await;
+    let (_db, f, api, _fp) = setup().await;
     let body = br#"{"user":"nurse.tanaka","purpose":"login"}"#.to_vec();
     for peer in [None, Some("00".repeat(32))] {
         let (status, bytes, _) = call(
@@ -77,6 +77,19 @@ async fn r_tls_2_unregistered_or_missing_certificate_is_refused() {
         assert_eq!(status, StatusCode::FORBIDDEN);
         assert_eq!(error(&bytes).error, "workstation_refused");
     }
+    // Both attempts are in the audit log (R-LOG-1).
+    let log = clinauth_server::audit::page(&f.auth.store, 0, 100)
+        .await
+        .unwrap();
+    let refused: Vec<&str> = log
+        .iter()
+        .filter(|e| e.outcome == "refused" && e.action == "auth.begin")
+        .filter_map(|e| e.workstation.as_deref())
+        .collect();
+    assert_eq!(
+        refused,
+        vec!["no-certificate", &format!("cert:{}", "00".repeat(32))[..]]
+    );
 }
 
 #[tokio::test]

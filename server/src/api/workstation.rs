@@ -66,7 +66,40 @@ fn auth_error(e: AuthError) -> ApiError {
     err
 }
 
+/// The registered, active workstation of the connection; a refusal is
+/// audited (R-LOG-1: every attempt, including from unknown machines).
 async fn workstation(
+    api: &WorkstationApi,
+    peer: Option<&PeerFingerprint>,
+    action: &str,
+) -> Result<Workstation, ApiError> {
+    let result = registered(api, peer).await;
+    if let Err(e) = &result {
+        if e.body.error == "workstation_refused" {
+            let event = crate::audit::Event {
+                at_ms: clock::now_ms(),
+                actor: "unknown".into(),
+                workstation: Some(match peer {
+                    Some(fp) => format!("cert:{}", fp.0.chars().take(64).collect::<String>()),
+                    None => "no-certificate".into(),
+                }),
+                action: action.into(),
+                target: None,
+                outcome: "refused".into(),
+                detail: serde_json::json!({ "error": "workstation_refused" }),
+            };
+            if let Err(err) =
+                crate::audit::record(&api.auth.store, &api.auth.keys.audit, &event).await
+            {
+                tracing::error!(error = %err, "could not audit a refused workstation");
+                return Err(auth_error(AuthError::Store(err.to_string())));
+            }
+        }
+    }
+    result
+}
+
+async fn registered(
     api: &WorkstationApi,
     peer: Option<&PeerFingerprint>,
 ) -> Result<Workstation, ApiError> {
@@ -96,7 +129,7 @@ async fn begin(
     body: Body,
 ) -> Result<Json<BeginResponse>, ApiError> {
     let result = async {
-        let ws = workstation(&api, peer.as_ref().map(|e| &e.0)).await?;
+        let ws = workstation(&api, peer.as_ref().map(|e| &e.0), "auth.begin").await?;
         let body = read_body(body, MAX_BODY_BYTES).await?;
         let req: BeginRequest = parse_json(&body)?;
         api.auth
@@ -116,7 +149,7 @@ async fn finish(
 ) -> Result<Json<FinishResponse>, ApiError> {
     let started = std::time::Instant::now();
     let result = async {
-        let ws = workstation(&api, peer.as_ref().map(|e| &e.0)).await?;
+        let ws = workstation(&api, peer.as_ref().map(|e| &e.0), "auth.finish").await?;
         let body = read_body(body, MAX_BODY_BYTES).await?;
         let req: FinishRequest = parse_json(&body)?;
         api.auth
