@@ -244,7 +244,7 @@ pub fn normalize_serial(serial: &str) -> Result<String, PkiError> {
             "invalid serial number {serial:?}: give it in hex as `pki issue-workstation` printed it"
         )));
     }
-    let hex = if hex.len() % 2 == 1 {
+    let hex = if !hex.len().is_multiple_of(2) {
         format!("0{hex}")
     } else {
         hex
@@ -265,7 +265,7 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 fn unhex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     (0..s.len())

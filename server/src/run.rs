@@ -139,13 +139,20 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
 
     let (stop, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
+    let ws_handle = tls::ServerConfigHandle::new(ws_tls);
+    // A revoked workstation (pki revoke, a new CRL) is refused without a restart.
+    let reload = tokio::spawn(tls::reload_on_change(
+        ws_handle.clone(),
+        config.tls.clone(),
+        Duration::from_secs(5),
+    ));
     let ws_router = workstation::router(workstation::WorkstationApi {
         auth: auth.clone(),
         metrics: metrics.clone(),
     });
     tasks.push(tokio::spawn(tls::serve(
         ws_listener,
-        tls::ServerConfigHandle::new(ws_tls),
+        ws_handle,
         ws_router,
         limits,
         stopped(stop_rx.clone()),
@@ -162,7 +169,11 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         limits,
         stopped(stop_rx.clone()),
     )));
-    tasks.push(tokio::spawn(housekeeping(auth.clone(), stop_rx)));
+    tasks.push(tokio::spawn(housekeeping(auth.clone(), stop_rx.clone())));
+    tasks.push(tokio::spawn(async move {
+        stopped(stop_rx).await;
+        reload.abort();
+    }));
     tracing::info!(%workstation_addr, %officer_addr, backend = ?store.backend(), "clinauth-server started");
     Ok(Running {
         workstation_addr,

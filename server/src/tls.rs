@@ -667,8 +667,11 @@ where
 
 /// Accepts connections on `listener` until `shutdown` completes: TLS
 /// handshake under [`ServeLimits::handshake_timeout`], then HTTP/1.1 by hyper
-/// with `router`. Each request carries [`PeerFingerprint`] (the client
-/// certificate's SHA-256) and [`ConnectInfo<SocketAddr>`] in its extensions.
+/// with `router`. Each request carries [`ConnectInfo<SocketAddr>`] and, when
+/// the client presented a certificate (always, with
+/// [`workstation_server_config`]), [`PeerFingerprint`] (its SHA-256) in its
+/// extensions. A configuration without client authentication (the officer
+/// API's) works too: its requests have no [`PeerFingerprint`].
 ///
 /// A failed handshake, a slow client or an accept error is logged and never
 /// ends the loop. On shutdown the listener closes and connections in flight
@@ -706,7 +709,7 @@ pub async fn serve<F>(
             Ok(a) => a,
             Err(e) => {
                 // EMFILE and friends: wait a little instead of spinning.
-                tracing::warn!(error = %e, "workstation API: accept failed");
+                tracing::warn!(error = %e, "TLS listener: accept failed");
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
@@ -742,28 +745,28 @@ async fn connection(
         match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await {
             Ok(Ok(tls)) => tls,
             Ok(Err(e)) => {
-                tracing::info!(%peer, error = %e, "workstation API: TLS handshake refused");
+                tracing::info!(%peer, error = %e, "TLS handshake refused");
                 return;
             }
             Err(_) => {
-                tracing::info!(%peer, "workstation API: TLS handshake timed out");
+                tracing::info!(%peer, "TLS handshake timed out");
                 return;
             }
         }
     };
-    let Some(fingerprint) = peer_fingerprint(tls.get_ref().1) else {
-        // The verifier requires a certificate; this cannot happen, but
-        // without one there is nothing to identify the workstation by.
-        tracing::warn!(%peer, "workstation API: no client certificate after handshake");
-        return;
-    };
-    tracing::debug!(%peer, %fingerprint, "workstation API: connection");
+    // With the workstation configuration there is always a certificate (the
+    // verifier requires one). A listener built without client
+    // authentication (the officer API) serves requests without the
+    // extension, and the workstation handlers refuse those.
+    let fingerprint = peer_fingerprint(tls.get_ref().1);
+    tracing::debug!(%peer, fingerprint = ?fingerprint, "TLS connection");
 
     let service = tower::ServiceExt::map_request(
         router,
         move |mut req: axum::http::Request<hyper::body::Incoming>| {
-            req.extensions_mut()
-                .insert(PeerFingerprint(fingerprint.clone()));
+            if let Some(fp) = &fingerprint {
+                req.extensions_mut().insert(PeerFingerprint(fp.clone()));
+            }
             req.extensions_mut().insert(ConnectInfo(peer));
             req
         },
@@ -778,7 +781,7 @@ async fn connection(
     tokio::select! {
         result = conn.as_mut() => {
             if let Err(e) = result {
-                tracing::debug!(%peer, error = %e, "workstation API: connection ended with an error");
+                tracing::debug!(%peer, error = %e, "TLS connection ended with an error");
             }
         }
         () = tokio::time::sleep(limits.max_connection_age) => {

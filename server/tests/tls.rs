@@ -788,6 +788,60 @@ async fn connections_beyond_the_limit_wait_for_a_free_slot() {
     server.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_without_client_auth_serves_requests_without_a_fingerprint() {
+    // The officer API's listener: server certificate only.
+    let dir = temp_dir("noclientauth");
+    let pki = Pki::new(&dir, "Test Hospital");
+    let settings = pki.settings(false);
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(tls::provider(false)))
+        .with_protocol_versions(tls::protocol_versions(false))
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            tls::load_certs(&settings.cert).unwrap(),
+            tls::load_private_key(&settings.key).unwrap(),
+        )
+        .unwrap();
+    let listener = tls::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let router = Router::new().route(
+        "/whoami",
+        get(|peer: Option<Extension<PeerFingerprint>>| async move {
+            match peer {
+                Some(Extension(fp)) => format!("peer={}", fp.0),
+                None => "no peer certificate".to_owned(),
+            }
+        }),
+    );
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(tls::serve(
+        listener,
+        ServerConfigHandle::new(Arc::new(config)),
+        router,
+        limits(),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    let reply = get_whoami(
+        addr,
+        client_config(&pki.ca(), None, &[&rustls::version::TLS13]),
+    )
+    .await
+    .unwrap();
+    assert!(
+        reply.body.ends_with("no peer certificate"),
+        "{}",
+        reply.body
+    );
+    let _ = stop.send(());
+    tokio::time::timeout(Duration::from_secs(15), task)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
 // ------------------------------------------------ files and settings --
 
 fn err_of(settings: &TlsSettings) -> String {
