@@ -215,6 +215,32 @@ fn corrupt(what: &str) -> impl FnOnce(InvalidInput) -> StoreError + '_ {
     move |e| StoreError::Corrupt(format!("{what}: {e}"))
 }
 
+/// Sets `state` of the row `id` in `table` (a fixed name, never input).
+async fn set_state(
+    tx: &mut Tx,
+    table: &'static str,
+    what: &str,
+    id: &str,
+    state: &str,
+    now_ms: i64,
+) -> Result<(), DirectoryError> {
+    let sql = match table {
+        "users" => "UPDATE users SET state = $1, updated_at = $2 WHERE id = $3",
+        "workstations" => "UPDATE workstations SET state = $1, updated_at = $2 WHERE id = $3",
+        _ => "UPDATE devices SET state = $1, updated_at = $2 WHERE id = $3",
+    };
+    let done = sqlx::query(sql)
+        .bind(state)
+        .bind(now_ms)
+        .bind(id)
+        .execute(&mut **tx)
+        .await?;
+    if done.rows_affected() == 0 {
+        return Err(StoreError::NotFound(format!("{what} {id}")).into());
+    }
+    Ok(())
+}
+
 /// Adds a user.
 pub async fn create_user(
     tx: &mut Tx,
@@ -295,16 +321,7 @@ pub async fn set_user_state(
     state: UserState,
     now_ms: i64,
 ) -> Result<(), DirectoryError> {
-    let done = sqlx::query("UPDATE users SET state = $1, updated_at = $2 WHERE id = $3")
-        .bind(state.as_str())
-        .bind(now_ms)
-        .bind(id)
-        .execute(&mut **tx)
-        .await?;
-    if done.rows_affected() == 0 {
-        return Err(StoreError::NotFound(format!("user {id}")).into());
-    }
-    Ok(())
+    set_state(tx, "users", "user", id, state.as_str(), now_ms).await
 }
 
 /// Changes a user's roles.
@@ -423,16 +440,15 @@ pub async fn set_workstation_state(
     state: DeviceState,
     now_ms: i64,
 ) -> Result<(), DirectoryError> {
-    let done = sqlx::query("UPDATE workstations SET state = $1, updated_at = $2 WHERE id = $3")
-        .bind(state.as_str())
-        .bind(now_ms)
-        .bind(id)
-        .execute(&mut **tx)
-        .await?;
-    if done.rows_affected() == 0 {
-        return Err(StoreError::NotFound(format!("workstation {id}")).into());
-    }
-    Ok(())
+    set_state(
+        tx,
+        "workstations",
+        "workstation",
+        id,
+        state.as_str(),
+        now_ms,
+    )
+    .await
 }
 
 /// Records that a workstation called in. Only ever moves forward in time.
@@ -573,16 +589,7 @@ pub async fn set_device_state(
     state: DeviceState,
     now_ms: i64,
 ) -> Result<(), DirectoryError> {
-    let done = sqlx::query("UPDATE devices SET state = $1, updated_at = $2 WHERE id = $3")
-        .bind(state.as_str())
-        .bind(now_ms)
-        .bind(id)
-        .execute(&mut **tx)
-        .await?;
-    if done.rows_affected() == 0 {
-        return Err(StoreError::NotFound(format!("device {id}")).into());
-    }
-    Ok(())
+    set_state(tx, "devices", "device", id, state.as_str(), now_ms).await
 }
 
 /// Records that a device was used. Only ever moves forward in time.
