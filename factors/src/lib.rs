@@ -12,6 +12,7 @@
 //! | module | proves | evidence ([`clinauth_policy::Factor`]) |
 //! |---|---|---|
 //! | [`card`] | the holder's card key signed *this* nonce for *this* user, workstation and purpose; the card certificate chains to a trusted CA, is valid now, not revoked, and its key type is accepted; the HPKI qualification it carries | `Factor::Smartcard { pin_protected_key, qualification }` via [`card::VerifiedCard::into_factor`] |
+//! | [`fido2`] | one of the user's authenticators signed this WebAuthn challenge for this relying party and origin, with user verification reported; the model only if attested by an allowed CA | `Factor::Fido2 { user_verified, aaguid }` via [`fido2::Fido2Assertion::into_factor`] |
 //! | [`totp`] | the user has the TOTP device: a code for a step later than any accepted before (RFC 6238 §5.2) | `Factor::Totp` |
 //! | [`pin`] | the user knows the server-verified PIN or password (Argon2id at or above OWASP parameters) | `Factor::ServerPin` |
 //! | [`at_rest`] | nothing about the user: it keeps stored secrets (TOTP seeds, later biometric templates, R-BIO-5) encrypted and bound to their row | — |
@@ -47,6 +48,7 @@ pub mod at_rest;
 pub mod card;
 mod constant_time;
 mod der;
+pub mod fido2;
 pub mod pin;
 pub mod totp;
 
@@ -54,6 +56,10 @@ pub use at_rest::{open, seal, DataKey, SealError};
 pub use card::{
     challenge_message, pkcs1_v15_sha256_block, sha256, verify_challenge, verify_signature,
     CardError, CardKeyKind, CardPublicKey, CardTrust, CrlRule, KeyUse, VerifiedCard,
+};
+pub use fido2::{
+    AttestationTrust, Fido2Assertion, Fido2Challenge, Fido2Config, Fido2Credential, Fido2Error,
+    Fido2User, Fido2Verifier, RegisteredCredential,
 };
 pub use pin::{check_new_pin, hash_pin, verify_pin, PinError, PinPolicyError, SecretPin};
 pub use totp::{TotpError, TotpSecret};

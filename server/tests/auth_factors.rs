@@ -495,3 +495,25 @@ on_both_engines!(
     r_bio_3_match_on_reader_decisions_from_registered_readers_only,
     match_on_reader
 );
+
+/// Two replicas share one PostgreSQL database: an authentication begun on
+/// one is finished on the other, exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn begin_on_one_replica_finish_on_another() {
+    let db = TestDb::new(support::Engine::Postgres).await;
+    let a = fixture(&db).await;
+    enroll_pin(&a, "nurse.tanaka", "482913").await;
+    // Replica B: its own pool and state, the same database and keys.
+    let mut b_auth = a.auth.clone();
+    b_auth.store = db.open().await;
+    b_auth.policy = clinauth_server::policy_store::ActivePolicy::default();
+    b_auth.policy.reload(&b_auth.store).await.unwrap();
+
+    let begun = begin(&a, &a.ws, "nurse.tanaka", T0).await;
+    let request = FinishRequest { challenge_id: begun.challenge_id.clone(), evidence: vec![badge(), pin("482913")] };
+    let r = b_auth.finish(&a.ws, &request, T0 + 10).await.unwrap();
+    assert!(matches!(r, FinishResponse::Allow { .. }), "{r:?}");
+    // And not a second time, on either replica.
+    assert!(a.auth.finish(&a.ws, &request, T0 + 20).await.is_err());
+    assert!(b_auth.finish(&a.ws, &request, T0 + 30).await.is_err());
+}
