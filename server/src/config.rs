@@ -35,6 +35,53 @@ pub struct Config {
     /// The officer API.
     #[serde(default)]
     pub officer: OfficerSection,
+    /// FIDO2 (WebAuthn).
+    #[serde(default)]
+    pub fido2: Fido2Section,
+}
+
+/// `[fido2]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fido2Section {
+    /// Accept FIDO2 authenticators at all.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// The WebAuthn relying party ID (default: `server.name`).
+    pub rp_id: Option<String>,
+    /// The origin clients use (default: `https://<rp_id>`).
+    pub origin: Option<String>,
+    /// Require user verification at registration, so every key registered
+    /// counts as two factors (R-AUTH-4).
+    #[serde(default = "default_true")]
+    pub require_user_verification: bool,
+    /// Attestation CAs whose authenticators may be registered; empty
+    /// accepts any authenticator (the policy may still restrict models).
+    #[serde(default)]
+    pub attestation_cas: Vec<AttestationCa>,
+}
+
+impl Default for Fido2Section {
+    fn default() -> Self {
+        Fido2Section {
+            enabled: true,
+            rp_id: None,
+            origin: None,
+            require_user_verification: true,
+            attestation_cas: Vec::new(),
+        }
+    }
+}
+
+/// One attestation CA of `[fido2]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttestationCa {
+    /// The CA certificate (PEM).
+    pub pem: PathBuf,
+    /// The models (AAGUIDs) accepted from it; empty accepts all its models.
+    #[serde(default)]
+    pub models: Vec<String>,
 }
 
 /// `[officer]`.

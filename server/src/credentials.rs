@@ -8,6 +8,7 @@ use crate::audit::{self, AuditKey, Event};
 use crate::store::{Store, StoreError};
 use clinauth_biometric::Template;
 use clinauth_factors::at_rest::{self, DataKey};
+use clinauth_factors::fido2::{Fido2Credential, Fido2User, Fido2Verifier, RegisteredCredential};
 use clinauth_factors::pin::{self, SecretPin};
 use clinauth_factors::totp::{self, TotpSecret};
 use ring::rand::SystemRandom;
@@ -52,6 +53,45 @@ pub fn pin_id(user: &str) -> String {
 /// See [`pin_id`].
 pub fn totp_id(user: &str) -> String {
     format!("totp:{user}")
+}
+
+/// The WebAuthn user handle: stable per user, not the login name.
+pub fn fido2_user_handle(user: &str) -> [u8; 16] {
+    let digest = ring::digest::digest(
+        &ring::digest::SHA256,
+        format!("clinauth-fido2-user\0{user}").as_bytes(),
+    );
+    let mut out = [0u8; 16];
+    out.copy_from_slice(digest.as_ref().get(..16).unwrap_or(&[0u8; 16]));
+    out
+}
+
+/// The credential row ID of a FIDO2 credential.
+pub fn fido2_id(credential_id: &[u8]) -> String {
+    format!("fido2:{}", crate::hex::encode(credential_id))
+}
+
+/// The user's FIDO2 credentials (row ID, credential).
+pub async fn fido2_credentials(
+    store: &Store,
+    user: &str,
+) -> Result<Vec<(String, Fido2Credential)>, CredentialError> {
+    let rows = sqlx::query(
+        "SELECT id, public_data FROM credentials WHERE user_id = $1 AND kind = 'fido2' AND state = 'active' ORDER BY id",
+    )
+    .bind(user)
+    .fetch_all(store.pool())
+    .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        let bytes: Vec<u8> = row.try_get("public_data")?;
+        let text = String::from_utf8(bytes)
+            .map_err(|_| CredentialError::Crypto("stored credential is not text".into()))?;
+        let credential = Fido2Credential::from_json(&text)
+            .map_err(|e| CredentialError::Crypto(e.to_string()))?;
+        out.push((row.try_get("id")?, credential));
+    }
+    Ok(out)
 }
 
 /// The credential ID of a card: its certificate's SHA-256.
@@ -249,6 +289,100 @@ impl Enroller<'_> {
         };
         let _ = verified;
         upsert(self, user, row, now_ms).await
+    }
+
+    /// Starts registering a FIDO2 authenticator: returns the enrollment's ID
+    /// and the options for the client. The ceremony's state is kept in the
+    /// database, usable once, for five minutes.
+    pub async fn fido2_begin(
+        &self,
+        verifier: &Fido2Verifier,
+        user: &str,
+        display_name: &str,
+        require_user_verification: bool,
+        now_ms: i64,
+    ) -> Result<(String, String), CredentialError> {
+        if crate::directory::user(self.store, user).await?.is_none() {
+            return Err(CredentialError::NoUser(user.to_owned()));
+        }
+        let existing: Vec<Fido2Credential> = fido2_credentials(self.store, user)
+            .await?
+            .into_iter()
+            .map(|(_, c)| c)
+            .collect();
+        let started = verifier
+            .start_registration(
+                &Fido2User {
+                    handle: fido2_user_handle(user),
+                    name: user,
+                    display_name,
+                },
+                &existing,
+                require_user_verification,
+                clinauth_policy::UnixTime(now_ms / 1000),
+            )
+            .map_err(|e| CredentialError::Crypto(e.to_string()))?;
+        let mut id_bytes = [0u8; 16];
+        ring::rand::SecureRandom::fill(&SystemRandom::new(), &mut id_bytes)
+            .map_err(|_| CredentialError::Crypto("no randomness".into()))?;
+        let id = crate::hex::encode(&id_bytes);
+        sqlx::query(
+            "INSERT INTO enrollments (id, user_id, kind, state, created_at, expires_at) VALUES ($1, $2, 'fido2', $3, $4, $5)",
+        )
+        .bind(&id)
+        .bind(user)
+        .bind(&started.state)
+        .bind(now_ms)
+        .bind(now_ms + 300_000)
+        .execute(self.store.pool())
+        .await?;
+        Ok((id, started.client_options))
+    }
+
+    /// Finishes a registration begun with [`Enroller::fido2_begin`], once.
+    pub async fn fido2_finish(
+        &self,
+        verifier: &Fido2Verifier,
+        user: &str,
+        enrollment: &str,
+        response: &str,
+        now_ms: i64,
+    ) -> Result<RegisteredCredential, CredentialError> {
+        let used = sqlx::query(
+            "UPDATE enrollments SET used_at = $1 WHERE id = $2 AND user_id = $3 AND kind = 'fido2' AND used_at IS NULL AND expires_at >= $1",
+        )
+        .bind(now_ms)
+        .bind(enrollment)
+        .bind(user)
+        .execute(self.store.pool())
+        .await?
+        .rows_affected();
+        if used != 1 {
+            return Err(CredentialError::Crypto(
+                "unknown, used or expired enrollment".into(),
+            ));
+        }
+        let state: String = sqlx::query_scalar("SELECT state FROM enrollments WHERE id = $1")
+            .bind(enrollment)
+            .fetch_one(self.store.pool())
+            .await?;
+        let registered = verifier
+            .finish_registration(&state, response, clinauth_policy::UnixTime(now_ms / 1000))
+            .map_err(|e| CredentialError::Crypto(format!("registration refused: {e}")))?;
+        let json = registered
+            .credential
+            .to_json()
+            .map_err(|e| CredentialError::Crypto(e.to_string()))?;
+        let id = fido2_id(&registered.credential_id);
+        let row = NewRow {
+            id: &id,
+            kind: "fido2",
+            secret: None,
+            public_data: Some(json.into_bytes()),
+            counter: i64::from(registered.credential.counter()),
+        };
+        upsert(self, user, row, now_ms).await?;
+        Ok(registered)
     }
 
     /// Stores a biometric reference template, encrypted (R-BIO-5). A user

@@ -106,6 +106,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         }
     }
     let card_trust = card_trust::load(&config.smartcard).map_err(fail("smartcard trust"))?;
+    let fido2 = fido2_verifier(&config).map_err(fail("fido2"))?;
     let auth = AuthService {
         store: store.clone(),
         policy: policy.clone(),
@@ -116,7 +117,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             ticket_ttl_s: config.auth.ticket_ttl.as_i64(),
         }),
         hashing: Arc::new(Semaphore::new(config.auth.max_concurrent_hashes)),
-        verifiers: Arc::new(Verifiers { card_trust }),
+        verifiers: Arc::new(Verifiers { card_trust, fido2 }),
     };
     let metrics = Arc::new(Metrics::default());
 
@@ -160,6 +161,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let officer_router = officer::router(officer::OfficerApi {
         auth: auth.clone(),
         officer_roles: Arc::new(config.officer.roles.clone()),
+        fido2_require_uv: config.fido2.require_user_verification,
         metrics,
     });
     tasks.push(tokio::spawn(tls::serve(
@@ -182,6 +184,47 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         stop,
         tasks,
     })
+}
+
+/// The FIDO2 verifier of `[fido2]`, if enabled.
+pub fn fido2_verifier(
+    config: &Config,
+) -> Result<Option<clinauth_factors::fido2::Fido2Verifier>, String> {
+    use clinauth_factors::fido2::{AttestationTrust, Fido2Config, Fido2Verifier};
+    let section = &config.fido2;
+    if !section.enabled {
+        return Ok(None);
+    }
+    let rp_id = section
+        .rp_id
+        .clone()
+        .unwrap_or_else(|| config.server.name.clone());
+    let origin = section
+        .origin
+        .clone()
+        .unwrap_or_else(|| format!("https://{rp_id}"));
+    let mut fido2 = Fido2Config::new(&rp_id, &origin);
+    fido2.rp_name = Some("ClinAuth".into());
+    if !section.attestation_cas.is_empty() {
+        let mut trust = AttestationTrust::new();
+        for ca in &section.attestation_cas {
+            let pem = std::fs::read(&ca.pem).map_err(|e| format!("{}: {e}", ca.pem.display()))?;
+            let models = ca
+                .models
+                .iter()
+                .map(|m| {
+                    clinauth_policy::Aaguid::parse(m).ok_or_else(|| format!("{m}: not an AAGUID"))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            trust
+                .allow_ca_pem(&pem, &models)
+                .map_err(|e| format!("{}: {e}", ca.pem.display()))?;
+        }
+        fido2.attestation = Some(trust);
+    }
+    Fido2Verifier::new(fido2)
+        .map(Some)
+        .map_err(|e| e.to_string())
 }
 
 /// Every few seconds: forget expired challenges, and pick up a policy that

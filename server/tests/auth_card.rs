@@ -130,7 +130,14 @@ async fn setup() -> (TestDb, Fixture, Pki, Card, Card) {
     let db = TestDb::new(Engine::Sqlite).await;
     let pki = Pki::new();
     let trust = card_trust::load(&pki.section(&[])).unwrap();
-    let f = fixture_with(&db, Verifiers { card_trust: trust }).await;
+    let f = fixture_with(
+        &db,
+        Verifiers {
+            card_trust: trust,
+            fido2: None,
+        },
+    )
+    .await;
     let tanaka = pki.card("nurse.tanaka", 1);
     let sato = pki.card("clerk.sato", 2);
     let enroller = Enroller {
@@ -271,6 +278,7 @@ async fn revoked_unenrolled_and_foreign_cards_are_refused() {
     // clerk.sato's card is revoked after enrollment: the new CRL is loaded.
     f.auth.verifiers = std::sync::Arc::new(Verifiers {
         card_trust: card_trust::load(&pki.section(&[2])).unwrap(),
+        fido2: None,
     });
     let r = attempt(&f, "clerk.sato", |n| {
         sato.evidence(

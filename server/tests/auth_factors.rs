@@ -510,7 +510,10 @@ async fn begin_on_one_replica_finish_on_another() {
     b_auth.policy.reload(&b_auth.store).await.unwrap();
 
     let begun = begin(&a, &a.ws, "nurse.tanaka", T0).await;
-    let request = FinishRequest { challenge_id: begun.challenge_id.clone(), evidence: vec![badge(), pin("482913")] };
+    let request = FinishRequest {
+        challenge_id: begun.challenge_id.clone(),
+        evidence: vec![badge(), pin("482913")],
+    };
     let r = b_auth.finish(&a.ws, &request, T0 + 10).await.unwrap();
     assert!(matches!(r, FinishResponse::Allow { .. }), "{r:?}");
     // And not a second time, on either replica.

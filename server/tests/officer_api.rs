@@ -84,6 +84,7 @@ async fn setup() -> (TestDb, Fixture, Router) {
     let app = router(OfficerApi {
         auth: f.auth.clone(),
         officer_roles: Arc::new(vec!["security_officer".into()]),
+        fido2_require_uv: true,
         metrics: Arc::new(Metrics::default()),
     });
     (db, f, app)
@@ -463,4 +464,23 @@ async fn enrollment_of_pin_totp_and_cards() {
     assert!(log
         .iter()
         .any(|e| e.action == "credential.enroll" && e.detail.contains("\"kind\":\"totp\"")));
+}
+
+#[tokio::test]
+async fn fido2_registration_needs_fido2_enabled() {
+    let (_db, f, app) = setup().await;
+    let t = token(&f, "officer.ito", 60);
+    let (s, v) = call(
+        &app,
+        "POST",
+        "/v1/users/nurse.tanaka/fido2",
+        Some(&t),
+        Value::Null,
+    )
+    .await;
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (StatusCode::CONFLICT, Some("fido2_disabled")),
+        "{v}"
+    );
 }

@@ -38,6 +38,8 @@ pub struct OfficerApi {
     pub auth: AuthService,
     /// Roles whose holders may use this API.
     pub officer_roles: Arc<Vec<String>>,
+    /// FIDO2 keys must verify the user at registration.
+    pub fido2_require_uv: bool,
     /// Counters for /metrics.
     pub metrics: Arc<Metrics>,
 }
@@ -55,6 +57,8 @@ pub fn router(api: OfficerApi) -> Router {
         .route("/v1/users/{id}/pin", post(set_pin))
         .route("/v1/users/{id}/totp", post(provision_totp))
         .route("/v1/users/{id}/cards", post(enroll_card))
+        .route("/v1/users/{id}/fido2", post(fido2_begin))
+        .route("/v1/users/{id}/fido2/{enrollment}", post(fido2_finish))
         .route(
             "/v1/workstations",
             get(list_workstations).post(add_workstation),
@@ -408,6 +412,94 @@ async fn enroll_card(
         .await
         .map_err(credential_error)?;
     Ok(StatusCode::CREATED)
+}
+
+fn fido2_verifier(api: &OfficerApi) -> Result<&clinauth_factors::fido2::Fido2Verifier, ApiError> {
+    api.auth.verifiers.fido2.as_ref().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::CONFLICT,
+            "fido2_disabled",
+            "FIDO2 is not enabled on this server",
+        )
+    })
+}
+
+/// Starts registering a FIDO2 key for a user: the options go to the
+/// enrollment station's browser or client, which answers with the key's response.
+async fn fido2_begin(
+    State(api): State<OfficerApi>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let who = caller(&api, &headers).await?;
+    let verifier = fido2_verifier(&api)?;
+    let user = directory::user(&api.auth.store, &id)
+        .await
+        .map_err(internal)?
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("user {id} not found"),
+            )
+        })?;
+    let (enrollment, options) = enroller(&api, &who)?
+        .fido2_begin(
+            verifier,
+            &user.id,
+            &user.display_name,
+            api.fido2_require_uv,
+            clock::now_ms(),
+        )
+        .await
+        .map_err(credential_error)?;
+    let options: Value = serde_json::from_str(&options).map_err(internal)?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "enrollment": enrollment, "options": options })),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Fido2FinishBody {
+    /// The key's registration response (`RegisterPublicKeyCredential` JSON).
+    response: Value,
+}
+
+async fn fido2_finish(
+    State(api): State<OfficerApi>,
+    headers: HeaderMap,
+    Path((id, enrollment)): Path<(String, String)>,
+    body: Body,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let who = caller(&api, &headers).await?;
+    let verifier = fido2_verifier(&api)?;
+    let req: Fido2FinishBody = body_json(body).await?;
+    let registered = enroller(&api, &who)?
+        .fido2_finish(
+            verifier,
+            &id,
+            &enrollment,
+            &req.response.to_string(),
+            clock::now_ms(),
+        )
+        .await
+        .map_err(|e| match e {
+            crate::credentials::CredentialError::Crypto(m) => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "fido2_refused", m)
+            }
+            other => credential_error(other),
+        })?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "credential": crate::hex::encode(&registered.credential_id),
+            "aaguid": registered.aaguid.map(|a| clinauth_policy::Aaguid(a).to_string()),
+            "user_verified": registered.user_verified_at_registration,
+            "attested": registered.attested_by_allowed_ca,
+        })),
+    ))
 }
 
 async fn list_workstations(

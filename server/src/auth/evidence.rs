@@ -31,6 +31,8 @@ const CAPTURE_MAX_FUTURE_S: u32 = 30;
 pub struct Verifiers {
     /// The CAs (and CRLs) card certificates must chain to.
     pub card_trust: clinauth_factors::card::CardTrust,
+    /// FIDO2 (WebAuthn), when enabled.
+    pub fido2: Option<clinauth_factors::fido2::Fido2Verifier>,
 }
 
 /// An item that did not count.
@@ -49,6 +51,8 @@ pub struct CounterUpdate {
     pub credential: String,
     /// Its new value.
     pub value: i64,
+    /// The credential's new stored form (FIDO2), if it changes with the counter.
+    pub public_data: Option<Vec<u8>>,
 }
 
 /// The outcome of checking every item.
@@ -152,7 +156,15 @@ pub async fn verify_all(
                     Err(e) => Err(e),
                 }
             }
-            _ => Err(format!("{kind} is not enabled on this server")),
+            EvidenceItem::Fido2 { assertion } => {
+                match fido2(service, user, challenge, assertion, now_ms).await {
+                    Ok((factor, update)) => {
+                        out.counters.push(update);
+                        Ok(factor)
+                    }
+                    Err(e) => Err(e),
+                }
+            }
         };
         let _ = ws;
         match result {
@@ -274,6 +286,7 @@ async fn totp_code(
     Ok(CounterUpdate {
         credential: credentials::totp_id(&user.id),
         value: i64::try_from(step).map_err(|_| "TOTP step out of range".to_owned())?,
+        public_data: None,
     })
 }
 
@@ -380,6 +393,55 @@ async fn reader_decision(
         protection: BiometricProtection::MatchOnReader,
         presentation_attack_detection: pad(&device),
     }))
+}
+
+/// A WebAuthn assertion against the state this challenge's begin issued,
+/// for one of the user's registered keys. The key's new sign counter is
+/// stored with the decision; a counter that went backwards (a cloned key)
+/// is refused and named in the audit log.
+async fn fido2(
+    service: &AuthService,
+    user: &User,
+    challenge: &Challenge,
+    assertion: &serde_json::Value,
+    now_ms: i64,
+) -> Result<(Factor, CounterUpdate), String> {
+    use clinauth_factors::fido2::Fido2Error;
+    let verifier = service
+        .verifiers
+        .fido2
+        .as_ref()
+        .ok_or_else(|| "FIDO2 is not enabled on this server".to_owned())?;
+    let state = challenge.webauthn.as_deref().ok_or_else(|| {
+        "no FIDO2 request was issued for this login (no key registered)".to_owned()
+    })?;
+    let mut keys = credentials::fido2_credentials(&service.store, &user.id)
+        .await
+        .map_err(|_| "FIDO2 key lookup failed".to_owned())?;
+    let list: Vec<_> = keys.iter().map(|(_, c)| c.clone()).collect();
+    let response = assertion.to_string();
+    let verified = verifier
+        .finish_authentication(state, &response, &list, UnixTime(now_ms / 1000))
+        .map_err(|e| match e {
+            Fido2Error::CounterRegressed => {
+                "the key's sign counter went backwards: possibly a cloned key (R-DEV-1)".to_owned()
+            }
+            other => other.to_string(),
+        })?;
+    let (row_id, credential) = keys
+        .iter_mut()
+        .find(|(_, c)| c.credential_id() == verified.credential_id.as_slice())
+        .ok_or_else(|| "the key is not registered to this user".to_owned())?;
+    verified
+        .update_credential(credential)
+        .map_err(|e| e.to_string())?;
+    let json = credential.to_json().map_err(|e| e.to_string())?;
+    let update = CounterUpdate {
+        credential: row_id.clone(),
+        value: i64::from(credential.counter()),
+        public_data: Some(json.into_bytes()),
+    };
+    Ok((verified.into_factor(), update))
 }
 
 /// A one-time value was used by a concurrent request first.

@@ -252,13 +252,37 @@ impl AuthService {
             }
         }
 
+        // A WebAuthn request for the user's keys, when the policy offers FIDO2
+        // here; its state stays in the challenge row, never with the client.
+        let mut webauthn = None;
+        let mut webauthn_state = None;
+        let offers_fido2 = options
+            .iter()
+            .flatten()
+            .any(|f| f == "fido2" || f == "fido2_uv");
+        if let (true, Some(verifier)) = (offers_fido2, self.verifiers.fido2.as_ref()) {
+            let keys: Vec<_> = crate::credentials::fido2_credentials(&self.store, &user.id)
+                .await
+                .map_err(|e| AuthError::Store(e.to_string()))?
+                .into_iter()
+                .map(|(_, c)| c)
+                .collect();
+            if !keys.is_empty() {
+                let started = verifier
+                    .start_authentication(&keys, UnixTime(now_ms / 1000))
+                    .map_err(|e| AuthError::Store(e.to_string()))?;
+                webauthn = serde_json::from_str(&started.client_options).ok();
+                webauthn_state = Some(started.state);
+            }
+        }
+
         let mut tx = self.store.begin().await?;
         let issued = challenge::issue(
             &mut tx,
             &user.id,
             &ws.id,
             req.purpose,
-            None,
+            webauthn_state,
             now_ms,
             self.settings.challenge_ttl_ms,
         )
@@ -291,7 +315,7 @@ impl AuthService {
             expires_at: issued.expires_at_ms / 1000,
             options,
             matcher_public_key: Some(B64(self.keys.matcher.public_key().as_bytes().to_vec())),
-            webauthn: None,
+            webauthn,
         })
     }
 

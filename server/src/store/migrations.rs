@@ -100,6 +100,20 @@ CREATE TABLE policies (
 )
 "#,
     ),
+    (
+        3,
+        r#"
+CREATE TABLE enrollments (
+    id            TEXT PRIMARY KEY,
+    user_id       TEXT NOT NULL REFERENCES users(id),
+    kind          TEXT NOT NULL,
+    state         TEXT NOT NULL,
+    created_at    BIGINT NOT NULL,
+    expires_at    BIGINT NOT NULL,
+    used_at       BIGINT
+)
+"#,
+    ),
 ];
 
 fn render(sql: &str, backend: Backend) -> String {
