@@ -385,6 +385,107 @@ impl Enroller<'_> {
         Ok(registered)
     }
 
+    /// Starts enrolling a fingerprint: a fresh nonce, usable once for five
+    /// minutes, that the registered reader binds the capture to (R-BIO-3).
+    pub async fn biometric_begin(
+        &self,
+        user: &str,
+        now_ms: i64,
+    ) -> Result<(String, [u8; 32]), CredentialError> {
+        if crate::directory::user(self.store, user).await?.is_none() {
+            return Err(CredentialError::NoUser(user.to_owned()));
+        }
+        let rng = SystemRandom::new();
+        let mut id_bytes = [0u8; 16];
+        let mut nonce = [0u8; 32];
+        ring::rand::SecureRandom::fill(&rng, &mut id_bytes)
+            .and_then(|()| ring::rand::SecureRandom::fill(&rng, &mut nonce))
+            .map_err(|_| CredentialError::Crypto("no randomness".into()))?;
+        let id = crate::hex::encode(&id_bytes);
+        sqlx::query(
+            "INSERT INTO enrollments (id, user_id, kind, state, created_at, expires_at) VALUES ($1, $2, 'biometric', $3, $4, $5)",
+        )
+        .bind(&id)
+        .bind(user)
+        .bind(crate::hex::encode(&nonce))
+        .bind(now_ms)
+        .bind(now_ms + 300_000)
+        .execute(self.store.pool())
+        .await?;
+        Ok((id, nonce))
+    }
+
+    /// Finishes a fingerprint enrollment: the sealed capture must come from
+    /// a registered, active sealed-template reader, bound to this
+    /// enrollment's nonce and user; the template is stored encrypted.
+    pub async fn biometric_finish(
+        &self,
+        matcher: &clinauth_biometric::MatcherKey,
+        user: &str,
+        enrollment: &str,
+        slot: u8,
+        capture: &[u8],
+        now_ms: i64,
+    ) -> Result<(), CredentialError> {
+        use clinauth_biometric::envelope::{self, Expected, ReaderPublicKey, SealedCapture};
+        let used = sqlx::query(
+            "UPDATE enrollments SET used_at = $1 WHERE id = $2 AND user_id = $3 AND kind = 'biometric' AND used_at IS NULL AND expires_at >= $1",
+        )
+        .bind(now_ms)
+        .bind(enrollment)
+        .bind(user)
+        .execute(self.store.pool())
+        .await?
+        .rows_affected();
+        if used != 1 {
+            return Err(CredentialError::Crypto(
+                "unknown, used or expired enrollment".into(),
+            ));
+        }
+        let nonce_hex: String = sqlx::query_scalar("SELECT state FROM enrollments WHERE id = $1")
+            .bind(enrollment)
+            .fetch_one(self.store.pool())
+            .await?;
+        let nonce: [u8; 32] = crate::hex::decode(&nonce_hex, 32)
+            .and_then(|n| n.try_into().ok())
+            .ok_or_else(|| {
+                CredentialError::Store(StoreError::Corrupt("enrollment nonce".into()))
+            })?;
+        let sealed = SealedCapture::from_bytes(capture)
+            .map_err(|e| CredentialError::Crypto(e.to_string()))?;
+        let reader_id = sealed.context().reader_id.clone();
+        let device = crate::directory::device(self.store, &reader_id)
+            .await?
+            .filter(|d| {
+                d.kind == crate::directory::DeviceKind::BiometricReader
+                    && d.state == crate::directory::DeviceState::Active
+                    && d.attributes["protection"] == "sealed_template"
+            })
+            .ok_or_else(|| {
+                CredentialError::Crypto(
+                    "the reader is not a registered, active sealed-template reader".into(),
+                )
+            })?;
+        let key = device
+            .public_key
+            .as_deref()
+            .ok_or_else(|| CredentialError::Crypto("the reader has no registered key".into()))
+            .and_then(|k| {
+                ReaderPublicKey::from_bytes(k).map_err(|e| CredentialError::Crypto(e.to_string()))
+            })?;
+        let expected = Expected {
+            nonce,
+            reader_id,
+            user_id: user.to_owned(),
+            now: now_ms / 1000,
+            max_age_secs: 300,
+            max_future_secs: 30,
+        };
+        let template = envelope::open(matcher, &key, &expected, capture)
+            .map_err(|e| CredentialError::Crypto(e.to_string()))?;
+        self.template(user, slot, &template, now_ms).await
+    }
+
     /// Stores a biometric reference template, encrypted (R-BIO-5). A user
     /// may have several (fingers); `slot` names which.
     pub async fn template(

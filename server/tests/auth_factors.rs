@@ -520,3 +520,79 @@ async fn begin_on_one_replica_finish_on_another() {
     assert!(a.auth.finish(&a.ws, &request, T0 + 20).await.is_err());
     assert!(b_auth.finish(&a.ws, &request, T0 + 30).await.is_err());
 }
+
+async fn enroll_through_reader(db: &TestDb) {
+    let f = fixture(db).await;
+    let reader = register_reader(&f, "reader-enroll", "sealed_template").await;
+    let (enrollment, nonce) = enroller(&f)
+        .biometric_begin("nurse.tanaka", T0)
+        .await
+        .unwrap();
+    // A capture sealed for another user does not enroll this one.
+    let wrong = sealed(&f, &reader, 7, 1, &nonce, "clerk.sato", T0);
+    let EvidenceItem::BiometricSealed { capture: wrong } = wrong else {
+        unreachable!()
+    };
+    assert!(enroller(&f)
+        .biometric_finish(
+            &f.auth.keys.matcher,
+            "nurse.tanaka",
+            &enrollment,
+            1,
+            &wrong.0,
+            T0 + 5
+        )
+        .await
+        .is_err());
+    // The enrollment was spent by that attempt; a new one is needed.
+    let (enrollment, nonce) = enroller(&f)
+        .biometric_begin("nurse.tanaka", T0 + 10)
+        .await
+        .unwrap();
+    let good = sealed(&f, &reader, 7, 1, &nonce, "nurse.tanaka", T0 + 10);
+    let EvidenceItem::BiometricSealed { capture: good } = good else {
+        unreachable!()
+    };
+    enroller(&f)
+        .biometric_finish(
+            &f.auth.keys.matcher,
+            "nurse.tanaka",
+            &enrollment,
+            1,
+            &good.0,
+            T0 + 20,
+        )
+        .await
+        .unwrap();
+    assert!(
+        enroller(&f)
+            .biometric_finish(
+                &f.auth.keys.matcher,
+                "nurse.tanaka",
+                &enrollment,
+                1,
+                &good.0,
+                T0 + 30
+            )
+            .await
+            .is_err(),
+        "single use"
+    );
+
+    let b = begin(&f, &f.ws, "nurse.tanaka", T0 + 1_000).await;
+    let finger = sealed(&f, &reader, 7, 5, &b.nonce.0, "nurse.tanaka", T0 + 1_000);
+    let r = finish(
+        &f,
+        &f.ws,
+        &b.challenge_id,
+        vec![badge(), finger],
+        T0 + 1_010,
+    )
+    .await
+    .unwrap();
+    assert!(matches!(r, FinishResponse::Allow { .. }), "{r:?}");
+}
+on_both_engines!(
+    r_bio_3_fingerprint_enrolled_through_a_registered_reader,
+    enroll_through_reader
+);

@@ -57,6 +57,11 @@ pub fn router(api: OfficerApi) -> Router {
         .route("/v1/users/{id}/pin", post(set_pin))
         .route("/v1/users/{id}/totp", post(provision_totp))
         .route("/v1/users/{id}/cards", post(enroll_card))
+        .route("/v1/users/{id}/biometric", post(biometric_begin))
+        .route(
+            "/v1/users/{id}/biometric/{enrollment}",
+            post(biometric_finish),
+        )
         .route("/v1/users/{id}/fido2", post(fido2_begin))
         .route("/v1/users/{id}/fido2/{enrollment}", post(fido2_finish))
         .route(
@@ -411,6 +416,74 @@ async fn enroll_card(
         )
         .await
         .map_err(credential_error)?;
+    Ok(StatusCode::CREATED)
+}
+
+/// Starts a fingerprint enrollment: the nonce and the matcher's public key
+/// go to the registered reader, which seals the capture to them.
+async fn biometric_begin(
+    State(api): State<OfficerApi>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    use base64::Engine;
+    let who = caller(&api, &headers).await?;
+    let (enrollment, nonce) = enroller(&api, &who)?
+        .biometric_begin(&id, clock::now_ms())
+        .await
+        .map_err(credential_error)?;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "enrollment": enrollment,
+            "nonce": b64.encode(nonce),
+            "matcher_public_key": b64.encode(api.auth.keys.matcher.public_key().as_bytes()),
+        })),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BiometricBody {
+    /// The reader's sealed capture (base64url).
+    capture: clinauth_proto::workstation::B64<8192>,
+    /// Which finger (0–9).
+    #[serde(default)]
+    slot: u8,
+}
+
+async fn biometric_finish(
+    State(api): State<OfficerApi>,
+    headers: HeaderMap,
+    Path((id, enrollment)): Path<(String, String)>,
+    body: Body,
+) -> Result<StatusCode, ApiError> {
+    let who = caller(&api, &headers).await?;
+    let req: BiometricBody = body_json(body).await?;
+    if req.slot > 9 {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "slot is 0 to 9",
+        ));
+    }
+    enroller(&api, &who)?
+        .biometric_finish(
+            &api.auth.keys.matcher,
+            &id,
+            &enrollment,
+            req.slot,
+            &req.capture.0,
+            clock::now_ms(),
+        )
+        .await
+        .map_err(|e| match e {
+            crate::credentials::CredentialError::Crypto(m) => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "biometric_refused", m)
+            }
+            other => credential_error(other),
+        })?;
     Ok(StatusCode::CREATED)
 }
 
