@@ -18,12 +18,16 @@ use support::{Engine, TestDb};
 use tower::ServiceExt;
 
 fn token(f: &Fixture, user: &str, exp_in: i64) -> String {
+    token_for(f, user, exp_in, Purpose::StepUp)
+}
+
+fn token_for(f: &Fixture, user: &str, exp_in: i64, purpose: Purpose) -> String {
     let now = clock::now().0;
     let claims = Claims {
         iss: "clinauth.test".into(),
         sub: user.into(),
         ws: "officer-desk-1".into(),
-        purpose: Purpose::StepUp,
+        purpose,
         rule: "officer-desk".into(),
         factors: vec!["smartcard".into(), "card_pin".into()],
         policy_version: 3,
@@ -109,6 +113,13 @@ async fn only_officers_with_a_valid_ticket_get_in() {
     )
     .await;
     assert_eq!(s, StatusCode::UNAUTHORIZED, "expired ticket");
+    let login = token_for(&f, "officer.ito", 60, Purpose::Login);
+    let (s, _) = call(&app, "GET", "/v1/users", Some(&login), Value::Null).await;
+    assert_eq!(
+        s,
+        StatusCode::UNAUTHORIZED,
+        "an everyday login ticket is not enough"
+    );
     let (s, v) = call(
         &app,
         "GET",

@@ -219,7 +219,10 @@ crl = "{p}/crl.pem"
         Some(&ticket),
     )
     .await;
-    assert_eq!(status, 403, "a nurse is not an officer: {body}");
+    assert_eq!(
+        status, 401,
+        "a login ticket does not open the officer API: {body}"
+    );
 
     server.stop().await;
 }

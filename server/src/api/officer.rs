@@ -1,9 +1,9 @@
 //! The officer API: the directory, devices, policies and the audit trail,
 //! for security officers.
 //!
-//! Officers authenticate with ClinAuth itself: two factors at an officer
-//! workstation, decided by the policy like any login, give a signed ticket,
-//! which is sent as `Authorization: Bearer <ticket>`. The server accepts it
+//! Officers authenticate with ClinAuth itself: a `step_up` authentication
+//! at an officer workstation, decided by the policy like any login, gives a
+//! signed ticket, which is sent as `Authorization: Bearer <ticket>`. The server accepts it
 //! when the signature is its own, the ticket is unexpired, and the user is
 //! active and holds one of the configured officer roles. The first officer
 //! is created on the server host with `clinauthctl` (direct database access).
@@ -94,6 +94,11 @@ async fn caller(api: &OfficerApi, headers: &HeaderMap) -> Result<Caller, ApiErro
     let now = clock::now().0;
     let claims = ticket::verify(token, api.auth.keys.ticket.public_key().as_ref(), now)
         .map_err(|e| unauthorized(&e.to_string()))?;
+    // Officer powers need a deliberate, fresh step-up (decided by the policy's
+    // officer rule), not the ticket of an everyday login at a ward.
+    if claims.purpose != clinauth_policy::Purpose::StepUp {
+        return Err(unauthorized("use a ticket from a step_up authentication"));
+    }
     let user = directory::user(&api.auth.store, &claims.sub)
         .await
         .map_err(|_| {
