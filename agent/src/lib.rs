@@ -5,9 +5,11 @@
 //! socket (`clinauth-proto`), keeps working offline without failing open, and
 //! locks the session when the card leaves (R-SESS-2).
 //!
-//! The daemon lands with the agent issue; its smartcard driver lands with the
-//! hardware-tests issue. Until then this crate only fixes its place and lints
-//! in the workspace and exports nothing.
+//! - [`card`]: the smartcard driver over PC/SC (pcscd): PIV cards (PIN,
+//!   certificates, signatures over the server's challenge), contactless
+//!   badges (UID), and a reader watcher built on `SCardGetStatusChange`.
+//!
+//! The daemon itself lands with the agent issue.
 #![forbid(unsafe_code)]
 #![deny(
     clippy::unwrap_used,
@@ -17,3 +19,5 @@
     clippy::unimplemented
 )]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
+pub mod card;

@@ -6,6 +6,13 @@
 //! - [`piv`]: a PIV applet (SP 800-73-4 subset) as a pure state machine.
 //! - [`testpki`]: a small CA issuing the card's certificates.
 //! - [`pcscd`]: starts a private pcscd with vpcd readers for a test run.
+//! - [`bio_reader`]: a biometric reader emulator (own signing key, sealed
+//!   template or match-on-reader evidence from a synthetic finger).
+//! - [`badge`]: a contactless badge (UID through `FF CA`) for a vpcd reader.
+//! - [`faulty`]: a misbehaving PIV card (broken TLV, odd status words, a card
+//!   that falls silent or leaves mid-command) for the driver's fault tests.
+//! - [`hw`]: which device a test runs against (virtual, or real ones with
+//!   `CLINAUTH_HW=1`) and why a test is skipped.
 #![deny(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -17,10 +24,16 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod badge;
+pub mod bio_reader;
+pub mod faulty;
+pub mod hw;
 pub mod pcscd;
 pub mod piv;
 pub mod testpki;
 pub mod vpcd;
 
+pub use badge::VirtualBadge;
+pub use faulty::{Fault, FaultyCard};
 pub use piv::{CardConfig, PivApplet, SlotId};
 pub use vpcd::VirtualCard;

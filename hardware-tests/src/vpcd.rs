@@ -54,6 +54,23 @@ pub trait VirtualIcc: Send {
     fn power_event(&mut self, ctrl: u8);
     /// A command APDU in, the response APDU out.
     fn transmit(&mut self, apdu: &[u8]) -> Vec<u8>;
+    /// A command APDU in, what the card does: by default it answers
+    /// [`VirtualIcc::transmit`]. Misbehaving cards (see `faulty`) can fall
+    /// silent or leave the reader mid-command instead.
+    fn reply(&mut self, apdu: &[u8]) -> Reply {
+        Reply::Response(self.transmit(apdu))
+    }
+}
+
+/// What a card does with a command APDU.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    /// Answers this response APDU.
+    Response(Vec<u8>),
+    /// Never answers (the reader waits until the card is removed).
+    Silence,
+    /// Closes the connection: the card leaves the reader mid-command.
+    HangUp,
 }
 
 impl VirtualIcc for PivApplet {
@@ -122,8 +139,12 @@ where
             // Unknown control bytes have no answer in the protocol.
             [_] => {}
             apdu => {
-                let response = lock(card).transmit(apdu);
-                write_message(stream, &response)?;
+                let reply = lock(card).reply(apdu);
+                match reply {
+                    Reply::Response(response) => write_message(stream, &response)?,
+                    Reply::Silence => {}
+                    Reply::HangUp => return Ok(()),
+                }
             }
         }
     }
@@ -218,6 +239,9 @@ impl<C: VirtualIcc + 'static> VirtualCard<C> {
             .name(format!("vpcd-card-{}", self.addr.port()))
             .spawn(move || {
                 let result = serve(&mut served, &card);
+                // Ends the connection also when the card hung up by itself
+                // (the other handle of the socket stays open until removal).
+                let _ = served.0.shutdown(Shutdown::Both);
                 lock(&card).power_event(CTRL_OFF);
                 result
             })?;
