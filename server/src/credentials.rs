@@ -55,6 +55,37 @@ pub fn totp_id(user: &str) -> String {
     format!("totp:{user}")
 }
 
+/// Uses an enrollment ceremony once (any replica) and returns its state.
+async fn consume_enrollment(
+    store: &Store,
+    id: &str,
+    user: &str,
+    kind: &str,
+    now_ms: i64,
+) -> Result<String, CredentialError> {
+    let used = sqlx::query(
+        "UPDATE enrollments SET used_at = $1 WHERE id = $2 AND user_id = $3 AND kind = $4 AND used_at IS NULL AND expires_at >= $1",
+    )
+    .bind(now_ms)
+    .bind(id)
+    .bind(user)
+    .bind(kind)
+    .execute(store.pool())
+    .await?
+    .rows_affected();
+    if used != 1 {
+        return Err(CredentialError::Crypto(
+            "unknown, used or expired enrollment".into(),
+        ));
+    }
+    Ok(
+        sqlx::query_scalar("SELECT state FROM enrollments WHERE id = $1")
+            .bind(id)
+            .fetch_one(store.pool())
+            .await?,
+    )
+}
+
 /// The WebAuthn user handle: stable per user, not the login name.
 pub fn fido2_user_handle(user: &str) -> [u8; 16] {
     let digest = ring::digest::digest(
@@ -348,24 +379,7 @@ impl Enroller<'_> {
         response: &str,
         now_ms: i64,
     ) -> Result<RegisteredCredential, CredentialError> {
-        let used = sqlx::query(
-            "UPDATE enrollments SET used_at = $1 WHERE id = $2 AND user_id = $3 AND kind = 'fido2' AND used_at IS NULL AND expires_at >= $1",
-        )
-        .bind(now_ms)
-        .bind(enrollment)
-        .bind(user)
-        .execute(self.store.pool())
-        .await?
-        .rows_affected();
-        if used != 1 {
-            return Err(CredentialError::Crypto(
-                "unknown, used or expired enrollment".into(),
-            ));
-        }
-        let state: String = sqlx::query_scalar("SELECT state FROM enrollments WHERE id = $1")
-            .bind(enrollment)
-            .fetch_one(self.store.pool())
-            .await?;
+        let state = consume_enrollment(self.store, enrollment, user, "fido2", now_ms).await?;
         let registered = verifier
             .finish_registration(&state, response, clinauth_policy::UnixTime(now_ms / 1000))
             .map_err(|e| CredentialError::Crypto(format!("registration refused: {e}")))?;
@@ -428,24 +442,8 @@ impl Enroller<'_> {
         now_ms: i64,
     ) -> Result<(), CredentialError> {
         use clinauth_biometric::envelope::{self, Expected, ReaderPublicKey, SealedCapture};
-        let used = sqlx::query(
-            "UPDATE enrollments SET used_at = $1 WHERE id = $2 AND user_id = $3 AND kind = 'biometric' AND used_at IS NULL AND expires_at >= $1",
-        )
-        .bind(now_ms)
-        .bind(enrollment)
-        .bind(user)
-        .execute(self.store.pool())
-        .await?
-        .rows_affected();
-        if used != 1 {
-            return Err(CredentialError::Crypto(
-                "unknown, used or expired enrollment".into(),
-            ));
-        }
-        let nonce_hex: String = sqlx::query_scalar("SELECT state FROM enrollments WHERE id = $1")
-            .bind(enrollment)
-            .fetch_one(self.store.pool())
-            .await?;
+        let nonce_hex =
+            consume_enrollment(self.store, enrollment, user, "biometric", now_ms).await?;
         let nonce: [u8; 32] = crate::hex::decode(&nonce_hex, 32)
             .and_then(|n| n.try_into().ok())
             .ok_or_else(|| {
