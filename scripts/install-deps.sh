@@ -12,6 +12,8 @@ PACKAGES=(
   # Smartcards through the real PC/SC stack (hardware-tests, agent):
   pcscd libpcsclite-dev vsmartcard-vpcd pcsc-tools opensc
   util-linux          # unshare: a private pcscd per test run
+  # Fingerprints through fprintd and libfprint's virtual sensors (hardware-tests):
+  fprintd libpam-fprintd python3-dbusmock dbus
 )
 
 log() { printf '\033[1m[deps]\033[0m %s\n' "$*"; }

@@ -13,6 +13,9 @@ use std::fmt;
 pub const HW_ENV: &str = "CLINAUTH_HW";
 /// Environment variable skipping the pcscd tests (no pcscd on the machine).
 pub const SKIP_PCSCD_ENV: &str = "CLINAUTH_SKIP_PCSCD";
+/// Environment variable skipping the fprintd tests (no fprintd, dbus-daemon
+/// or python3-dbusmock on the machine).
+pub const SKIP_FPRINTD_ENV: &str = "CLINAUTH_SKIP_FPRINTD";
 /// Environment variable with the real PIV card's PIN (hardware mode).
 pub const HW_PIN_ENV: &str = "CLINAUTH_HW_PIN";
 /// Environment variable allowing tests that need a person (remove the card,
@@ -26,7 +29,8 @@ pub enum Mode {
     Virtual,
     /// Real devices, the system's pcscd and fprintd.
     Hardware,
-    /// Nothing: `CLINAUTH_SKIP_PCSCD=1` without `CLINAUTH_HW=1`.
+    /// Nothing: `CLINAUTH_SKIP_PCSCD=1` (fprintd tests:
+    /// `CLINAUTH_SKIP_FPRINTD=1`) without `CLINAUTH_HW=1`.
     Skip,
 }
 
@@ -46,6 +50,13 @@ impl Mode {
     pub fn from_env() -> Self {
         let hw = std::env::var(HW_ENV).ok();
         let skip = std::env::var(SKIP_PCSCD_ENV).ok();
+        Self::from_values(hw.as_deref(), skip.as_deref())
+    }
+
+    /// The mode of the fprintd tests: [`HW_ENV`] and [`SKIP_FPRINTD_ENV`].
+    pub fn fprintd_from_env() -> Self {
+        let hw = std::env::var(HW_ENV).ok();
+        let skip = std::env::var(SKIP_FPRINTD_ENV).ok();
         Self::from_values(hw.as_deref(), skip.as_deref())
     }
 }
@@ -114,7 +125,12 @@ impl fmt::Display for Skip {
 pub fn select(mode: Mode, req: Requirement, inv: &Inventory) -> Result<Target, Skip> {
     let skip = |s: &str| Err(Skip(s.to_owned()));
     match mode {
-        Mode::Skip => skip("CLINAUTH_SKIP_PCSCD=1"),
+        Mode::Skip => match req {
+            Requirement::Fingerprint | Requirement::FingerprintInteractive => {
+                skip(&format!("{SKIP_FPRINTD_ENV}=1"))
+            }
+            _ => skip(&format!("{SKIP_PCSCD_ENV}=1")),
+        },
         Mode::Virtual => Ok(Target::Virtual),
         Mode::Hardware => {
             let pcsc = |readers: &[String], what: &str| match (readers.first(), &inv.pcscd_error) {
@@ -149,6 +165,15 @@ pub fn select(mode: Mode, req: Requirement, inv: &Inventory) -> Result<Target, S
     }
 }
 
+/// Fills the fprintd part of `inv` from the machine's fprintd (system bus):
+/// its devices, or why it could not be asked.
+pub fn probe_fprintd(inv: &mut Inventory) {
+    match crate::fprintd::system_devices() {
+        Ok(devices) => inv.fprint_devices = devices,
+        Err(e) => inv.fprintd_error = Some(e.to_string()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -160,6 +185,21 @@ mod tests {
         assert_eq!(Mode::from_values(Some("1"), Some("1")), Mode::Hardware);
         assert_eq!(Mode::from_values(Some("0"), Some("1")), Mode::Skip);
         assert_eq!(Mode::from_values(Some("yes"), None), Mode::Virtual);
+    }
+
+    #[test]
+    fn skip_mode_names_the_variable_that_skipped() {
+        let inv = Inventory::default();
+        let msg = |req| select(Mode::Skip, req, &inv).unwrap_err().to_string();
+        assert_eq!(msg(Requirement::PivCard), "skipped: CLINAUTH_SKIP_PCSCD=1");
+        assert_eq!(
+            msg(Requirement::Fingerprint),
+            "skipped: CLINAUTH_SKIP_FPRINTD=1"
+        );
+        assert_eq!(
+            msg(Requirement::FingerprintInteractive),
+            "skipped: CLINAUTH_SKIP_FPRINTD=1"
+        );
     }
 
     #[test]
@@ -193,6 +233,7 @@ mod tests {
             "skipped: no fingerprint reader behind fprintd"
         );
         assert!(msg(Requirement::VirtualOnly("blocks the PIN")).contains("blocks the PIN"));
+        assert!(msg(Requirement::FingerprintInteractive).contains(HW_INTERACTIVE_ENV));
         assert!(msg(Requirement::PivCardWithPin).contains(HW_PIN_ENV));
         assert!(msg(Requirement::PivCardInteractive).contains(HW_INTERACTIVE_ENV));
         let inv = Inventory {
@@ -204,6 +245,16 @@ mod tests {
                 .unwrap_err()
                 .to_string(),
             "skipped: no PIV card: pcscd: service not available"
+        );
+        let inv = Inventory {
+            fprintd_error: Some("The name net.reactivated.Fprint was not provided".into()),
+            ..Inventory::default()
+        };
+        assert_eq!(
+            select(Mode::Hardware, Requirement::Fingerprint, &inv)
+                .unwrap_err()
+                .to_string(),
+            "skipped: no fingerprint reader: fprintd: The name net.reactivated.Fprint was not provided"
         );
     }
 

@@ -27,6 +27,7 @@
 pub mod badge;
 pub mod bio_reader;
 pub mod faulty;
+pub mod fprintd;
 pub mod hw;
 pub mod pcscd;
 pub mod piv;
