@@ -11,16 +11,22 @@
 //!   output comparison is constant time (argon2's `Output` uses `subtle`).
 //! - For an unknown user, call [`verify_dummy`] so the response takes as long
 //!   as for a known one.
+//! - [`PinHasher`] does the same three with one memory block it owns and
+//!   reuses (zeroized after each use), so a server can keep one per hashing
+//!   permit instead of allocating 19 MiB per hash: freed blocks otherwise
+//!   stay in the allocator's per-thread arenas and peak memory grows far
+//!   beyond the number of concurrent hashes.
 //! - [`check_new_pin`] is the policy for a new PIN.
 //!
 //! A successful verification is the policy evidence
 //! [`clinauth_policy::Factor::ServerPin`].
 
-use argon2::password_hash::phc::{PasswordHash, Salt};
-use argon2::{Algorithm, Argon2, Params, PasswordHasher, PasswordVerifier, Version};
+use crate::constant_time::bytes_equal;
+use argon2::password_hash::phc::{Output, ParamsString, PasswordHash, Salt};
+use argon2::{Algorithm, Argon2, Block, Params, PasswordHasher, PasswordVerifier, Version};
 use ring::rand::SecureRandom;
 use std::fmt;
-use zeroize::Zeroizing;
+use zeroize::{Zeroize, Zeroizing};
 
 /// Minimum memory cost, KiB (OWASP).
 pub const MIN_MEMORY_KIB: u32 = 19_456;
@@ -154,16 +160,23 @@ impl Cost {
             && (MIN_PARALLELISM..=MAX_PARALLELISM).contains(&self.parallelism)
     }
 
-    fn argon2(self) -> Result<Argon2<'static>, PinError> {
-        let params = Params::new(
+    fn params(self) -> Result<Params, PinError> {
+        Params::new(
             self.memory_kib,
             self.iterations,
             self.parallelism,
             Some(OUTPUT_LEN),
         )
-        .map_err(|_| PinError::Cost)?;
-        Ok(Argon2::new(Algorithm::Argon2id, Version::V0x13, params))
+        .map_err(|_| PinError::Cost)
     }
+
+    fn argon2(self) -> Result<Argon2<'static>, PinError> {
+        Ok(argon2id(self.params()?))
+    }
+}
+
+fn argon2id(params: Params) -> Argon2<'static> {
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
 }
 
 /// Hashes `pin` with Argon2id at the OWASP minimum; returns the PHC string.
@@ -192,7 +205,7 @@ pub fn hash_pin_with(
 /// Verifies `pin` against a stored PHC string, refusing anything but
 /// Argon2id v1.3 with parameters in the accepted range.
 pub fn verify_pin(pin: &SecretPin, phc: &str) -> Result<(), PinError> {
-    let (cost, hash) = parse_stored(phc)?;
+    let (cost, _, hash) = parse_stored(phc)?;
     match cost.argon2()?.verify_password(pin.expose(), &hash) {
         Ok(()) => Ok(()),
         Err(argon2::password_hash::Error::PasswordInvalid) => Err(PinError::Mismatch),
@@ -210,8 +223,190 @@ pub fn verify_dummy(pin: &SecretPin) -> Result<(), PinError> {
     Err(PinError::Mismatch)
 }
 
-/// Parses and vets a stored PHC string.
-fn parse_stored(phc: &str) -> Result<(Cost, PasswordHash), PinError> {
+/// Argon2id hashing and verification with one reusable memory block.
+///
+/// Owns `m` KiB of Argon2 memory (one [`argon2::Block`] per KiB) for the cost
+/// it was made for, allocated once; every hash or verification runs in it
+/// and zeroizes it before returning, successful or not. A server keeps one
+/// per hashing permit (behind its concurrency limit), so Argon2 memory is
+/// exactly permits × m whatever the allocator does with freed memory.
+///
+/// A stored hash with a higher memory cost than the block (up to
+/// [`MAX_MEMORY_KIB`]) still verifies, in a temporary block allocated (and
+/// zeroized) for that call; size the hasher for the cost the server hashes
+/// with. Results are identical to [`hash_pin_with`], [`verify_pin`] and
+/// [`verify_dummy`].
+pub struct PinHasher {
+    blocks: Box<[Block]>,
+}
+
+impl PinHasher {
+    /// A hasher for the OWASP minimum ([`Cost::OWASP_MINIMUM`], 19 MiB).
+    pub fn new() -> Result<PinHasher, PinError> {
+        PinHasher::for_cost(Cost::OWASP_MINIMUM)
+    }
+
+    /// A hasher whose block fits `cost` (which must be in the accepted range).
+    pub fn for_cost(cost: Cost) -> Result<PinHasher, PinError> {
+        if !cost.in_range() {
+            return Err(PinError::Cost);
+        }
+        Ok(PinHasher {
+            blocks: zeroed_blocks(cost.params()?.block_count())?,
+        })
+    }
+
+    /// The size of the owned block, KiB.
+    pub fn memory_kib(&self) -> usize {
+        self.blocks.len()
+    }
+
+    /// Like [`hash_pin`], in this hasher's memory.
+    pub fn hash_pin(
+        &mut self,
+        pin: &SecretPin,
+        rng: &dyn SecureRandom,
+    ) -> Result<String, PinError> {
+        self.hash_pin_with(pin, Cost::OWASP_MINIMUM, rng)
+    }
+
+    /// Like [`hash_pin_with`], in this hasher's memory.
+    pub fn hash_pin_with(
+        &mut self,
+        pin: &SecretPin,
+        cost: Cost,
+        rng: &dyn SecureRandom,
+    ) -> Result<String, PinError> {
+        if !cost.in_range() {
+            return Err(PinError::Cost);
+        }
+        let mut salt = [0u8; SALT_LEN];
+        rng.fill(&mut salt).map_err(|_| PinError::Random)?;
+        self.hash_with_salt(pin, cost, &salt)
+    }
+
+    fn hash_with_salt(
+        &mut self,
+        pin: &SecretPin,
+        cost: Cost,
+        salt: &[u8; SALT_LEN],
+    ) -> Result<String, PinError> {
+        let params = cost.params()?;
+        let mut out = Zeroizing::new([0u8; OUTPUT_LEN]);
+        self.run(&params, pin, salt, out.as_mut_slice())?;
+        let hash = PasswordHash {
+            algorithm: Algorithm::Argon2id.ident(),
+            version: Some(Version::V0x13.into()),
+            params: ParamsString::try_from(&params).map_err(|_| PinError::Hash)?,
+            salt: Some(Salt::new(salt).map_err(|_| PinError::Hash)?),
+            hash: Some(Output::new(out.as_slice()).map_err(|_| PinError::Hash)?),
+        };
+        Ok(hash.to_string())
+    }
+
+    /// Like [`verify_pin`], in this hasher's memory.
+    pub fn verify_pin(&mut self, pin: &SecretPin, phc: &str) -> Result<(), PinError> {
+        let (_, params, hash) = parse_stored(phc)?;
+        let (Some(salt), Some(expected)) = (hash.salt.as_ref(), hash.hash.as_ref()) else {
+            return Err(PinError::MalformedHash);
+        };
+        let mut out = Zeroizing::new([0u8; OUTPUT_LEN]);
+        let computed = out
+            .get_mut(..expected.len())
+            .ok_or(PinError::MalformedHash)?;
+        self.run(&params, pin, salt.as_ref(), computed)
+            .map_err(|_| PinError::MalformedHash)?;
+        if bytes_equal(computed, expected.as_bytes()) {
+            Ok(())
+        } else {
+            Err(PinError::Mismatch)
+        }
+    }
+
+    /// Like [`verify_dummy`], in this hasher's memory.
+    pub fn verify_dummy(&mut self, pin: &SecretPin) -> Result<(), PinError> {
+        let salt = [0u8; SALT_LEN];
+        let mut out = Zeroizing::new([0u8; OUTPUT_LEN]);
+        let _ = self.run(
+            &Cost::OWASP_MINIMUM.params()?,
+            pin,
+            &salt,
+            out.as_mut_slice(),
+        );
+        Err(PinError::Mismatch)
+    }
+
+    /// Argon2id into `out` in the owned block (or a temporary one if
+    /// `params` needs more), which is zeroized afterwards in every case.
+    fn run(
+        &mut self,
+        params: &Params,
+        pin: &SecretPin,
+        salt: &[u8],
+        out: &mut [u8],
+    ) -> Result<(), PinError> {
+        let needed = params.block_count();
+        let mut temporary;
+        let blocks = match self.blocks.get_mut(..needed) {
+            Some(blocks) => blocks,
+            None => {
+                temporary = zeroed_blocks(needed)?;
+                &mut *temporary
+            }
+        };
+        let result = hash_into(params, pin, salt, out, blocks);
+        wipe(blocks);
+        result
+    }
+}
+
+impl fmt::Debug for PinHasher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PinHasher")
+            .field("memory_kib", &self.blocks.len())
+            .finish()
+    }
+}
+
+impl Drop for PinHasher {
+    fn drop(&mut self) {
+        // Already zeroized after each use; this covers an unwinding panic.
+        wipe(&mut self.blocks);
+    }
+}
+
+/// Argon2id of `pin` into `out`, using `blocks` (at least
+/// `params.block_count()` of them) as its memory. Leaves the memory filled.
+fn hash_into(
+    params: &Params,
+    pin: &SecretPin,
+    salt: &[u8],
+    out: &mut [u8],
+    blocks: &mut [Block],
+) -> Result<(), PinError> {
+    argon2id(params.clone())
+        .hash_password_into_with_memory(pin.expose(), salt, out, blocks)
+        .map_err(|_| PinError::Hash)
+}
+
+fn zeroed_blocks(count: usize) -> Result<Box<[Block]>, PinError> {
+    let mut blocks = Vec::new();
+    blocks
+        .try_reserve_exact(count)
+        .map_err(|_| PinError::Hash)?;
+    blocks.resize(count, Block::new());
+    Ok(blocks.into_boxed_slice())
+}
+
+fn wipe(blocks: &mut [Block]) {
+    for block in blocks {
+        block.zeroize();
+    }
+}
+
+/// Parses and vets a stored PHC string; returns its cost, its Argon2
+/// parameters (as a plain verifier would use them) and the parsed hash.
+fn parse_stored(phc: &str) -> Result<(Cost, Params, PasswordHash), PinError> {
     if phc.len() > MAX_PHC_LEN {
         return Err(PinError::MalformedHash);
     }
@@ -239,7 +434,7 @@ fn parse_stored(phc: &str) -> Result<(Cost, PasswordHash), PinError> {
     if !salt_ok || !output_ok {
         return Err(PinError::MalformedHash);
     }
-    Ok((cost, hash))
+    Ok((cost, params, hash))
 }
 
 /// PINs and passwords too common to allow, lowercase.
@@ -496,6 +691,142 @@ mod tests {
             ..Cost::OWASP_MINIMUM
         };
         assert_eq!(hash_pin_with(&pin("x"), weak, &rng), Err(PinError::Cost));
+    }
+
+    fn is_zero(hasher: &PinHasher) -> bool {
+        hasher
+            .blocks
+            .iter()
+            .all(|b| b.as_ref().iter().all(|w| *w == 0))
+    }
+
+    #[test]
+    fn hasher_round_trip_and_same_result_as_free_functions() {
+        let rng = SystemRandom::new();
+        let mut hasher = PinHasher::new().unwrap();
+        assert_eq!(hasher.memory_kib(), MIN_MEMORY_KIB as usize);
+        let phc = hasher.hash_pin(&pin("4711-ward"), &rng).unwrap();
+        assert!(phc.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{phc}");
+        assert_eq!(hasher.verify_pin(&pin("4711-ward"), &phc), Ok(()));
+        assert_eq!(verify_pin(&pin("4711-ward"), &phc), Ok(()));
+        assert_eq!(
+            hasher.verify_pin(&pin("4711-warD"), &phc),
+            Err(PinError::Mismatch)
+        );
+        assert_eq!(hasher.verify_pin(&pin(""), &phc), Err(PinError::Mismatch));
+        assert_ne!(phc, hasher.hash_pin(&pin("4711-ward"), &rng).unwrap());
+        // A hash made by the free function verifies in the hasher, and the
+        // same salt gives the same PHC string.
+        let free = hash_pin(&pin("8203"), &rng).unwrap();
+        assert_eq!(hasher.verify_pin(&pin("8203"), &free), Ok(()));
+        assert_eq!(
+            hasher.verify_pin(&pin("8204"), &free),
+            Err(PinError::Mismatch)
+        );
+        assert_eq!(
+            hasher
+                .hash_with_salt(&pin("4711"), Cost::OWASP_MINIMUM, &[9u8; SALT_LEN])
+                .unwrap(),
+            phc_with(19_456, 2, 1)
+        );
+        assert_eq!(hasher.verify_dummy(&pin("4711")), Err(PinError::Mismatch));
+        assert!(format!("{hasher:?}").contains("19456"));
+    }
+
+    #[test]
+    fn hasher_block_is_zeroized_after_each_use() {
+        let rng = SystemRandom::new();
+        let mut hasher = PinHasher::new().unwrap();
+        assert!(is_zero(&hasher));
+        // Argon2 leaves its memory filled (so the checks below mean something).
+        let params = Cost::OWASP_MINIMUM.params().unwrap();
+        let mut out = [0u8; OUTPUT_LEN];
+        hash_into(
+            &params,
+            &pin("4711"),
+            &[9u8; SALT_LEN],
+            &mut out,
+            &mut hasher.blocks,
+        )
+        .unwrap();
+        assert!(!is_zero(&hasher));
+        wipe(&mut hasher.blocks);
+        assert!(is_zero(&hasher));
+
+        let phc = hasher.hash_pin(&pin("4711"), &rng).unwrap();
+        assert!(is_zero(&hasher), "after hashing");
+        assert_eq!(hasher.verify_pin(&pin("4711"), &phc), Ok(()));
+        assert!(is_zero(&hasher), "after a successful verification");
+        assert_eq!(
+            hasher.verify_pin(&pin("4712"), &phc),
+            Err(PinError::Mismatch)
+        );
+        assert!(is_zero(&hasher), "after a failed verification");
+        assert_eq!(hasher.verify_dummy(&pin("4711")), Err(PinError::Mismatch));
+        assert!(is_zero(&hasher), "after a dummy verification");
+        // A stored hash with more memory than the block runs in a temporary
+        // block; the owned one is untouched and stays its size.
+        let bigger = phc_with(32 * 1024, 2, 1);
+        assert_eq!(hasher.verify_pin(&pin("4711"), &bigger), Ok(()));
+        assert_eq!(
+            hasher.verify_pin(&pin("4712"), &bigger),
+            Err(PinError::Mismatch)
+        );
+        assert!(is_zero(&hasher));
+        assert_eq!(hasher.memory_kib(), MIN_MEMORY_KIB as usize);
+    }
+
+    #[test]
+    fn hasher_refuses_weak_malformed_and_other_hashes() {
+        let mut hasher = PinHasher::new().unwrap();
+        for (m, t, p) in [(19_455, 2, 1), (19_456, 1, 1), (4096, 3, 1), (65_536, 1, 4)] {
+            let weak = phc_with(m, t, p);
+            assert_eq!(
+                hasher.verify_pin(&pin("4711"), &weak),
+                Err(PinError::WeakParameters),
+                "{weak}"
+            );
+        }
+        let good = phc_with(19_456, 2, 1);
+        assert_eq!(hasher.verify_pin(&pin("4711"), &good), Ok(()));
+        for bad in [
+            good.replacen("$argon2id$", "$argon2i$", 1),
+            good.replacen("$argon2id$", "$argon2d$", 1),
+            good.replacen("$v=19$", "$v=16$", 1),
+            good.replacen("m=19456", "m=4194304", 1),
+        ] {
+            assert_eq!(
+                hasher.verify_pin(&pin("4711"), &bad),
+                Err(PinError::WeakParameters),
+                "{bad}"
+            );
+        }
+        for bad in [
+            "".to_owned(),
+            "$argon2id$".to_owned(),
+            good.rsplit_once('$').unwrap().0.to_owned(),
+            format!("{good}$extra"),
+        ] {
+            let result = hasher.verify_pin(&pin("4711"), &bad);
+            assert!(
+                matches!(
+                    result,
+                    Err(PinError::MalformedHash) | Err(PinError::WeakParameters)
+                ),
+                "{bad}: {result:?}"
+            );
+        }
+        assert!(is_zero(&hasher));
+        // Costs below the minimum are refused for hashers and new hashes.
+        let weak = Cost {
+            memory_kib: 8192,
+            ..Cost::OWASP_MINIMUM
+        };
+        assert_eq!(PinHasher::for_cost(weak).map(|_| ()), Err(PinError::Cost));
+        assert_eq!(
+            hasher.hash_pin_with(&pin("x"), weak, &SystemRandom::new()),
+            Err(PinError::Cost)
+        );
     }
 
     #[test]

@@ -739,6 +739,85 @@ fn crl_signed_by_another_key_is_not_a_crl() {
 }
 
 #[test]
+fn crl_is_checked_once_when_added() {
+    let pki = Pki::new();
+    let leaf = auth_leaf(&pki, &p256());
+    let configured = || {
+        let mut t = CardTrust::new();
+        t.add_anchor(&pki.root_der(), CrlRule::IfPresent).unwrap();
+        t.add_intermediate(&pki.intermediate_der(), CrlRule::Required)
+            .unwrap();
+        t
+    };
+    // The CRL's DER is dropped right after `add_crl`: only the checked,
+    // parsed result is kept, and verifications use it.
+    let mut t = configured();
+    {
+        let der = pki.current_crl(&[&[0x10, 0x02]]);
+        t.add_crl(&der).unwrap();
+    }
+    assert_eq!(t.unauthenticated_crls(), 0);
+    for _ in 0..3 {
+        assert!(verify(&t, &leaf, NOW).is_ok());
+    }
+    // The dates are still checked against each call's `now`
+    // (CRL 2025-05-01 .. 2025-07-01, leaf valid throughout 2025).
+    let after_next_update = UnixTime(1_754_006_400); // 2025-08-01
+    let before_this_update = UnixTime(1_744_675_200); // 2025-04-15
+    for now in [after_next_update, before_this_update] {
+        assert_eq!(
+            verify(&t, &leaf, now),
+            Err(CardError::CrlStale("card certificate"))
+        );
+    }
+    assert!(verify(&t.clone(), &leaf, NOW).is_ok());
+    // The revoked serials are kept (leading zeros do not matter).
+    let mut t = configured();
+    t.add_crl(&pki.current_crl(&[&[0x00, 0x10, 0x01]])).unwrap();
+    assert_eq!(
+        verify(&t, &leaf, NOW),
+        Err(CardError::Revoked("card certificate"))
+    );
+
+    // A CRL added before its issuer is checked when the issuer is added.
+    let mut t = CardTrust::new();
+    t.add_crl(&pki.current_crl(&[])).unwrap();
+    assert_eq!(t.unauthenticated_crls(), 1);
+    t.add_anchor(&pki.root_der(), CrlRule::IfPresent).unwrap();
+    assert_eq!(t.unauthenticated_crls(), 1, "the root did not sign it");
+    t.add_intermediate(&pki.intermediate_der(), CrlRule::Required)
+        .unwrap();
+    assert_eq!(t.unauthenticated_crls(), 0);
+    assert!(verify(&t, &leaf, NOW).is_ok());
+
+    // A CRL under the intermediate's name but another key is never
+    // authenticated, whatever is added later.
+    let forger = Issuer::new(pki.intermediate_params.clone(), p256());
+    let mut t = configured();
+    t.add_crl(&crl(&forger, (2025, 5, 1), (2025, 7, 1), &[&[0x10, 0x01]]))
+        .unwrap();
+    assert_eq!(t.unauthenticated_crls(), 1);
+    t.add_intermediate(&pki.intermediate_der(), CrlRule::Required)
+        .unwrap();
+    assert_eq!(t.unauthenticated_crls(), 1);
+    assert_eq!(
+        verify(&t, &leaf, NOW),
+        Err(CardError::CrlSignatureInvalid("card certificate"))
+    );
+
+    // A CRL from an intermediate only the card presents stays
+    // unauthenticated here and is checked against it when used.
+    let mut t = CardTrust::new();
+    t.add_anchor(&pki.root_der(), CrlRule::IfPresent).unwrap();
+    t.add_crl(&pki.current_crl(&[])).unwrap();
+    assert_eq!(t.unauthenticated_crls(), 1);
+    let inter = pki.intermediate_der();
+    assert!(t
+        .verify(&leaf, &[&inter], KeyUse::Authentication, NOW)
+        .is_ok());
+}
+
+#[test]
 fn r_sig_1_reads_hcrole_from_hpki_certificate() {
     assert_eq!(HCROLE_ATTRIBUTE_OID, "1.0.17090.0.1");
     assert_eq!(JP_HPKI_QUALIFICATION_SCHEME_OID, "1.2.392.100495.1.6.1.1");

@@ -1,8 +1,17 @@
 //! Card certificate verification: chain, validity, constraints, revocation.
 //!
-//! Trust anchors, configured intermediates and CRLs are held as DER and
-//! parsed on each verification (parsing is cheap next to the signature
-//! checks, and it keeps [`CardTrust`] free of borrowed lifetimes).
+//! Trust anchors and configured intermediates are held as DER and parsed on
+//! each verification (parsing is cheap next to the signature checks, and it
+//! keeps [`CardTrust`] free of borrowed lifetimes); the chain is verified on
+//! every call.
+//!
+//! CRLs are parsed and their signatures checked once, when added (or when
+//! their issuer is added after them): [`CardTrust`] keeps only the issuer
+//! name, thisUpdate/nextUpdate, scope, the revoked serials and which
+//! configured CA keys signed it, so a verification only compares dates and
+//! looks the serial up. A CRL that no configured CA key signed is kept as DER
+//! and its signature checked on each use, against the issuer on the path (an
+//! intermediate the card presents); see [`CardTrust::unauthenticated_crls`].
 
 use crate::card::{hpki, CardError, CardPublicKey, MAX_CERTIFICATE_LEN, MAX_CRL_LEN};
 use crate::der;
@@ -97,11 +106,109 @@ struct TrustedCa {
     crl: CrlRule,
 }
 
+/// A CRL as kept by [`CardTrust::add_crl`]: checked and parsed once.
+#[derive(Debug, Clone)]
+struct TrustedCrl {
+    /// The issuer Name, DER.
+    issuer: Vec<u8>,
+    /// thisUpdate, Unix seconds.
+    this_update: i64,
+    /// nextUpdate, Unix seconds (without one the CRL is never current).
+    next_update: Option<i64>,
+    /// Whether its scope ([`crl_covers`]) covers CA certificates.
+    covers_ca: bool,
+    /// Whether its scope covers end-entity certificates.
+    covers_end_entity: bool,
+    /// Revoked serial numbers, leading zeros stripped, sorted, deduplicated.
+    revoked: Vec<Vec<u8>>,
+    /// SubjectPublicKeyInfo (DER) of every configured CA key whose
+    /// signature over this CRL verified.
+    signers: Vec<Vec<u8>>,
+    /// The DER, kept only while no configured CA key has verified the CRL:
+    /// it may be signed by an intermediate the card presents, so its
+    /// signature is then checked on each use against the issuer on the path.
+    unverified_der: Option<Vec<u8>>,
+}
+
+impl TrustedCrl {
+    fn new(crl: &CertificateRevocationList<'_>, der: &[u8]) -> TrustedCrl {
+        let mut revoked: Vec<Vec<u8>> = crl
+            .iter_revoked_certificates()
+            .map(|r| strip_leading_zeros(r.raw_serial()).to_vec())
+            .collect();
+        revoked.sort_unstable();
+        revoked.dedup();
+        TrustedCrl {
+            issuer: crl.issuer().as_raw().to_vec(),
+            this_update: crl.last_update().timestamp(),
+            next_update: crl.next_update().map(|t| t.timestamp()),
+            covers_ca: crl_covers(crl, true),
+            covers_end_entity: crl_covers(crl, false),
+            revoked,
+            signers: Vec::new(),
+            unverified_der: Some(der.to_vec()),
+        }
+    }
+
+    /// Checks the signature with a configured CA certificate of the
+    /// issuer's name; on success remembers its key and drops the DER.
+    fn authenticate_with(&mut self, ca: &X509Certificate<'_>) {
+        if ca.subject().as_raw() != self.issuer.as_slice() {
+            return;
+        }
+        let key = ca.public_key();
+        if self.signers.iter().any(|s| s.as_slice() == key.raw) {
+            return;
+        }
+        let signed = match self.unverified_der.as_deref().map(parse_crl) {
+            Some(Ok(crl)) => crl_signed_by(&crl, key),
+            _ => false,
+        };
+        if signed {
+            self.signers.push(key.raw.to_vec());
+            self.unverified_der = None;
+        }
+    }
+
+    /// Whether `key` signed this CRL: a configured key verified when the
+    /// CRL (or the CA) was added, or, for a CRL no configured key signed,
+    /// a signature check now.
+    fn signed_by(&self, key: &SubjectPublicKeyInfo<'_>) -> bool {
+        if self.signers.iter().any(|s| s.as_slice() == key.raw) {
+            return true;
+        }
+        match self.unverified_der.as_deref().map(parse_crl) {
+            Some(Ok(crl)) => crl_signed_by(&crl, key),
+            _ => false,
+        }
+    }
+
+    fn lists(&self, serial: &[u8]) -> bool {
+        self.revoked
+            .binary_search_by(|s| s.as_slice().cmp(serial))
+            .is_ok()
+    }
+}
+
+/// Whether `key` made the CRL's signature (with an allowed algorithm).
+fn crl_signed_by(crl: &CertificateRevocationList<'_>, key: &SubjectPublicKeyInfo<'_>) -> bool {
+    crl.signature_algorithm == crl.tbs_cert_list.signature
+        && verify_signed(
+            key,
+            &crl.signature_algorithm,
+            &crl.signature_value.data,
+            crl.signature_value.unused_bits,
+            crl.tbs_cert_list.as_ref(),
+            "CRL",
+        )
+        .is_ok()
+}
+
 /// The configured trust: anchors, intermediates and CRLs.
 #[derive(Debug, Clone, Default)]
 pub struct CardTrust {
     cas: Vec<TrustedCa>,
-    crls: Vec<Vec<u8>>,
+    crls: Vec<TrustedCrl>,
 }
 
 /// A CA certificate candidate during path building.
@@ -138,6 +245,10 @@ impl CardTrust {
         let what = if anchor { ANCHOR } else { INTERMEDIATE };
         let cert = parse_certificate(der, what)?;
         check_is_ca(&cert)?;
+        // CRLs added before their issuer are checked now.
+        for crl in &mut self.crls {
+            crl.authenticate_with(&cert);
+        }
         self.cas.push(TrustedCa {
             der: der.to_vec(),
             anchor,
@@ -146,7 +257,14 @@ impl CardTrust {
         Ok(())
     }
 
-    /// Adds a CRL (DER). Its signature and dates are checked when used.
+    /// Adds a CRL (DER). It is parsed and its signature checked here, with
+    /// the configured CAs of its issuer name (and with CAs added later);
+    /// only the parsed result is kept. A CRL that no configured CA key signed
+    /// is kept too, unauthenticated: it counts only if the issuer on a
+    /// verification path (an intermediate the card presents) signed it,
+    /// checked on each use, and is otherwise ignored (and reported as
+    /// [`CardError::CrlSignatureInvalid`] when a CRL is required). Its dates
+    /// are checked at each verification.
     pub fn add_crl(&mut self, der: &[u8]) -> Result<(), CardError> {
         if self.crls.len() >= MAX_CRLS {
             return Err(CardError::TooMany {
@@ -154,9 +272,27 @@ impl CardTrust {
                 max: MAX_CRLS,
             });
         }
-        parse_crl(der)?;
-        self.crls.push(der.to_vec());
+        let parsed = parse_crl(der)?;
+        let mut crl = TrustedCrl::new(&parsed, der);
+        for ca in &self.cas {
+            let what = if ca.anchor { ANCHOR } else { INTERMEDIATE };
+            if let Ok(cert) = parse_certificate(&ca.der, what) {
+                crl.authenticate_with(&cert);
+            }
+        }
+        self.crls.push(crl);
         Ok(())
+    }
+
+    /// How many CRLs no configured CA key has signed (so far). Each is
+    /// either from an intermediate that cards present (its signature is then
+    /// checked at every use) or not authentic (it is never used); a
+    /// deployment that configures every CA that issues CRLs has none.
+    pub fn unauthenticated_crls(&self) -> usize {
+        self.crls
+            .iter()
+            .filter(|crl| crl.unverified_der.is_some())
+            .count()
     }
 
     /// Verifies a card certificate (DER) at `now`: chain to an anchor
@@ -257,39 +393,28 @@ impl CardTrust {
         let mut current = false;
         let mut stale = false;
         let mut bad_signature = false;
-        for der in &self.crls {
-            let crl = parse_crl(der)?;
-            if crl.issuer().as_raw() != issuer.cert.subject().as_raw() {
+        for crl in &self.crls {
+            if crl.issuer.as_slice() != issuer.cert.subject().as_raw() {
                 continue;
             }
-            if !crl_covers(&crl, is_ca) {
+            let covers = if is_ca {
+                crl.covers_ca
+            } else {
+                crl.covers_end_entity
+            };
+            if !covers {
                 continue;
             }
-            if !issuer_may_sign_crls
-                || verify_signed(
-                    issuer.cert.public_key(),
-                    &crl.signature_algorithm,
-                    &crl.signature_value.data,
-                    crl.signature_value.unused_bits,
-                    crl.tbs_cert_list.as_ref(),
-                    "CRL",
-                )
-                .is_err()
-                || crl.signature_algorithm != crl.tbs_cert_list.signature
-            {
+            if !issuer_may_sign_crls || !crl.signed_by(issuer.cert.public_key()) {
                 bad_signature = true;
                 continue;
             }
             // Authentic: a listed serial is revoked whatever the dates say.
-            if crl
-                .iter_revoked_certificates()
-                .any(|r| strip_leading_zeros(r.raw_serial()) == serial)
-            {
+            if crl.lists(serial) {
                 return Err(CardError::Revoked(what));
             }
-            let this_update = crl.last_update().timestamp();
-            match crl.next_update() {
-                Some(next) if this_update <= now.0 && now.0 <= next.timestamp() => current = true,
+            match crl.next_update {
+                Some(next) if crl.this_update <= now.0 && now.0 <= next => current = true,
                 _ => stale = true,
             }
         }
