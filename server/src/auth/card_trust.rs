@@ -53,5 +53,14 @@ pub fn load(section: &SmartcardSection) -> Result<CardTrust, String> {
                 .map_err(|e| format!("{}: {e}", path.display()))?;
         }
     }
+    if trust.unauthenticated_crls() > 0 {
+        // Such a CRL is checked against its issuer at every login instead of
+        // once here: correct, but slower. Usually a CRL of an intermediate CA
+        // that is not configured as a trust anchor or intermediate.
+        tracing::warn!(
+            count = trust.unauthenticated_crls(),
+            "smartcard: CRLs whose issuer is not a configured CA are verified at every login"
+        );
+    }
     Ok(trust)
 }
