@@ -14,6 +14,7 @@ PACKAGES=(
   util-linux          # unshare: a private pcscd per test run
   # Fingerprints through fprintd and libfprint's virtual sensors (hardware-tests):
   fprintd libpam-fprintd python3-dbusmock dbus
+  chromium            # the officer web console's browser tests (server/tests/console.rs)
 )
 
 log() { printf '\033[1m[deps]\033[0m %s\n' "$*"; }

@@ -2,6 +2,7 @@
 //! Shared here: JSON bodies parsed with a size limit and errors as JSON,
 //! so bad input always gets a 4xx with a reason, never a 500 or a panic.
 
+pub mod console;
 pub mod officer;
 pub mod workstation;
 

@@ -74,6 +74,7 @@ pub fn router(api: OfficerApi) -> Router {
         .route("/v1/policies", get(policies).post(activate_policy))
         .route("/v1/audit", get(audit_page))
         .route("/v1/audit/verify", get(audit_verify))
+        .merge(super::console::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(api)
