@@ -463,6 +463,19 @@ pub async fn touch_workstation(store: &Store, id: &str, now_ms: i64) -> Result<(
     Ok(())
 }
 
+/// [`touch_workstation`] inside the caller's transaction, so that a
+/// request's decision and its contact time cost one commit.
+pub async fn touch_workstation_in(tx: &mut Tx, id: &str, now_ms: i64) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE workstations SET last_contact = $1 WHERE id = $2 AND (last_contact IS NULL OR last_contact < $1)",
+    )
+    .bind(now_ms)
+    .bind(id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 /// What a new device is.
 #[derive(Debug, Clone)]
 pub struct NewDevice<'a> {

@@ -119,16 +119,23 @@ pub async fn consume(
     if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(ChallengeError::Unknown);
     }
+    // One statement on success: the conditional UPDATE returns the row it
+    // flipped (both engines support RETURNING). Only a refusal reads the
+    // row again, to say why.
     let flipped = sqlx::query(
         "UPDATE challenges SET used_at = $1 \
-         WHERE id = $2 AND used_at IS NULL AND expires_at >= $1 AND workstation = $3",
+         WHERE id = $2 AND used_at IS NULL AND expires_at >= $1 AND workstation = $3 \
+         RETURNING nonce, user_id, workstation, purpose, webauthn, expires_at",
     )
     .bind(now_ms)
     .bind(id)
     .bind(workstation)
-    .execute(&mut **tx)
-    .await?
-    .rows_affected();
+    .fetch_optional(&mut **tx)
+    .await?;
+    if let Some(row) = flipped {
+        let owner: String = row.try_get("workstation")?;
+        return challenge_from_row(id, owner, &row);
+    }
     let row = sqlx::query(
         "SELECT nonce, user_id, workstation, purpose, webauthn, expires_at, used_at FROM challenges WHERE id = $1",
     )
@@ -137,31 +144,32 @@ pub async fn consume(
     .await?
     .ok_or(ChallengeError::Unknown)?;
     let owner: String = row.try_get("workstation")?;
-    if flipped != 1 {
-        let used: Option<i64> = row.try_get("used_at")?;
-        let expires: i64 = row.try_get("expires_at")?;
-        return Err(if owner != workstation {
-            ChallengeError::OtherWorkstation
-        } else if used.is_some() {
-            ChallengeError::Used
-        } else if expires < now_ms {
-            ChallengeError::Expired
-        } else {
-            ChallengeError::Unknown
-        });
-    }
-    challenge_from_row(id, owner, &row)
+    let used: Option<i64> = row.try_get("used_at")?;
+    let expires: i64 = row.try_get("expires_at")?;
+    Err(if owner != workstation {
+        ChallengeError::OtherWorkstation
+    } else if used.is_some() {
+        ChallengeError::Used
+    } else if expires < now_ms {
+        ChallengeError::Expired
+    } else {
+        ChallengeError::Unknown
+    })
 }
 
 /// Reads a challenge without using it, with the same checks as
 /// [`consume`]: verification needs the nonce before the transaction that
-/// uses the challenge.
-pub async fn peek(
-    tx: &mut Tx,
+/// uses the challenge. A plain read (no transaction, no write lock): pass
+/// [`crate::store::Store::reader`]; [`consume`] decides.
+pub async fn peek<'e, E>(
+    db: E,
     id: &str,
     workstation: &str,
     now_ms: i64,
-) -> Result<Challenge, ChallengeError> {
+) -> Result<Challenge, ChallengeError>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Any>,
+{
     if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(ChallengeError::Unknown);
     }
@@ -169,7 +177,7 @@ pub async fn peek(
         "SELECT nonce, user_id, workstation, purpose, webauthn, expires_at, used_at FROM challenges WHERE id = $1",
     )
     .bind(id)
-    .fetch_optional(&mut **tx)
+    .fetch_optional(db)
     .await?
     .ok_or(ChallengeError::Unknown)?;
     let owner: String = row.try_get("workstation")?;

@@ -161,10 +161,13 @@ impl AuthService {
         limits: &FailureLimits,
         now_ms: i64,
     ) -> Result<throttle::Counter, AuthError> {
-        let mut tx = self.store.begin().await?;
-        let counter = throttle::read(&mut tx, &throttle::user_key(&user.id)).await?;
-        let bucket = throttle::read(&mut tx, &throttle::workstation_key(&ws.id)).await?;
-        drop(tx);
+        // A plain read: the decision's transaction reads again what it updates.
+        let (counter, bucket) = throttle::read_pair(
+            self.store.reader(),
+            &throttle::user_key(&user.id),
+            &throttle::workstation_key(&ws.id),
+        )
+        .await?;
         if counter.locked {
             return Err(AuthError::Locked);
         }
@@ -287,6 +290,10 @@ impl AuthService {
             self.settings.challenge_ttl_ms,
         )
         .await?;
+        // The contact time rides on this commit. Before the audit entry, as
+        // in every transaction that updates a workstation row and audits it
+        // (on PostgreSQL: row lock, then the audit lock; never the reverse).
+        directory::touch_workstation_in(&mut tx, &ws.id, now_ms).await?;
         audit::append(
             &mut tx,
             self.store.backend(),
@@ -307,7 +314,6 @@ impl AuthService {
         )
         .await?;
         tx.commit().await?;
-        directory::touch_workstation(&self.store, &ws.id, now_ms).await?;
 
         Ok(BeginResponse {
             challenge_id: issued.id,
@@ -346,10 +352,7 @@ impl AuthService {
     ) -> Result<Challenge, AuthError> {
         // Read without using it: verification needs the nonce first. The
         // transaction below uses it, and only one caller ever succeeds there.
-        let mut tx = self.store.begin().await?;
-        let c = challenge::peek(&mut tx, id, &ws.id, now_ms).await;
-        drop(tx);
-        Ok(c?)
+        Ok(challenge::peek(self.store.reader(), id, &ws.id, now_ms).await?)
     }
 
     async fn finish_inner(
@@ -399,6 +402,8 @@ impl AuthService {
         if used.nonce != peeked.nonce || used.user != peeked.user {
             return Err(AuthError::Challenge(ChallengeError::Unknown));
         }
+        // In the decision's commit, before its audit entry (see `begin_inner`).
+        directory::touch_workstation_in(&mut tx, &ws.id, now_ms).await?;
         let user_key = throttle::user_key(&user.id);
         let response = match &decision {
             Decision::Allow(allow) => {
@@ -434,7 +439,11 @@ impl AuthService {
                     // Dropping the transaction also returns the challenge unused.
                     return Err(AuthError::Challenge(ChallengeError::Used));
                 }
-                throttle::clear(&mut tx, &user_key).await?;
+                // Nothing to clear when the check before verification found
+                // no counter: a failure committed since then stays (stricter).
+                if counter != throttle::Counter::default() {
+                    throttle::clear(&mut tx, &user_key).await?;
+                }
                 audit::append(
                     &mut tx,
                     self.store.backend(),
@@ -525,7 +534,6 @@ impl AuthService {
             }
         };
         tx.commit().await?;
-        directory::touch_workstation(&self.store, &ws.id, now_ms).await?;
         Ok(response)
     }
 }

@@ -83,9 +83,13 @@ pub async fn read(tx: &mut Tx, key: &str) -> Result<Counter, StoreError> {
     .bind(key)
     .fetch_optional(&mut **tx)
     .await?;
-    let Some(row) = row else {
-        return Ok(Counter::default());
-    };
+    match row {
+        Some(row) => counter_from_row(&row),
+        None => Ok(Counter::default()),
+    }
+}
+
+fn counter_from_row(row: &sqlx::any::AnyRow) -> Result<Counter, StoreError> {
     let clamp = |v: i64| u32::try_from(v.max(0)).unwrap_or(u32::MAX);
     Ok(Counter {
         failures: clamp(row.try_get("failures")?),
@@ -93,6 +97,38 @@ pub async fn read(tx: &mut Tx, key: &str) -> Result<Counter, StoreError> {
         last_failure_ms: row.try_get("last_failure")?,
         locked: row.try_get::<i64, _>("locked")? != 0,
     })
+}
+
+/// Reads two counters (a user's and a workstation's) in one statement,
+/// zero where absent. A plain read for the checks before verification:
+/// pass [`crate::store::Store::reader`]; the decision's transaction reads
+/// again what it updates.
+pub async fn read_pair<'e, E>(
+    db: E,
+    first: &str,
+    second: &str,
+) -> Result<(Counter, Counter), StoreError>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Any>,
+{
+    let rows = sqlx::query(
+        "SELECT key, failures, biometric_failures, last_failure, locked FROM throttle WHERE key IN ($1, $2)",
+    )
+    .bind(first)
+    .bind(second)
+    .fetch_all(db)
+    .await?;
+    let (mut a, mut b) = (Counter::default(), Counter::default());
+    for row in &rows {
+        let key: String = row.try_get("key")?;
+        if key == first {
+            a = counter_from_row(row)?;
+        }
+        if key == second {
+            b = counter_from_row(row)?;
+        }
+    }
+    Ok((a, b))
 }
 
 async fn write(tx: &mut Tx, key: &str, c: &Counter) -> Result<(), StoreError> {

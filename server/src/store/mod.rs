@@ -11,6 +11,9 @@ use std::time::Duration;
 
 pub use migrations::MIGRATIONS;
 
+/// Read-only SQLite connections beside the single writer.
+const SQLITE_READERS: u32 = 4;
+
 /// A database transaction; every write and its audit entry share one.
 pub type Tx = sqlx::Transaction<'static, sqlx::Any>;
 
@@ -68,6 +71,10 @@ pub enum StoreError {
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: AnyPool,
+    /// Reads that need no transaction. On SQLite a pool of its own
+    /// (`query_only` connections: WAL lets them read while the writer
+    /// writes); on PostgreSQL the same pool.
+    reader: AnyPool,
     backend: Backend,
 }
 
@@ -105,8 +112,27 @@ impl Store {
                 })
             });
         let pool = options.connect(&url).await?;
-        let store = Store { pool, backend };
+        let mut store = Store {
+            reader: pool.clone(),
+            pool,
+            backend,
+        };
         migrations::run(&store).await?;
+        if backend == Backend::Sqlite && !url.contains(":memory:") && !url.contains("mode=memory") {
+            // Opened after the migrations, so the file exists and is in WAL mode.
+            store.reader = AnyPoolOptions::new()
+                .acquire_timeout(Duration::from_secs(10))
+                .max_connections(SQLITE_READERS)
+                .after_connect(|conn, _meta| {
+                    Box::pin(async move {
+                        conn.execute("PRAGMA query_only=ON").await?;
+                        conn.execute("PRAGMA busy_timeout=10000").await?;
+                        Ok(())
+                    })
+                })
+                .connect(&url)
+                .await?;
+        }
         Ok(store)
     }
 
@@ -118,6 +144,14 @@ impl Store {
     /// The connection pool, for reads outside a transaction.
     pub fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    /// The pool for reads outside a transaction that may run beside the
+    /// writer: they see every committed transaction, and nothing of one in
+    /// progress. Never write through it (on SQLite its connections are
+    /// `query_only`).
+    pub fn reader(&self) -> &AnyPool {
+        &self.reader
     }
 
     /// Begins a transaction.
@@ -136,6 +170,7 @@ impl Store {
 
     /// Closes every connection.
     pub async fn close(&self) {
+        self.reader.close().await;
         self.pool.close().await;
     }
 }
