@@ -30,7 +30,6 @@ use ring::signature::{self, EcdsaKeyPair, KeyPair as _, ECDSA_P256_SHA256_ASN1_S
 use std::hint::black_box;
 use std::path::PathBuf;
 use std::sync::Arc;
-use tokio::sync::Semaphore;
 
 const POLICY: &str = include_str!("../../examples/policy/hospital.toml");
 const USER: &str = "nurse.bench";
@@ -252,7 +251,7 @@ async fn server() -> Server {
             challenge_ttl_ms: 120_000,
             ticket_ttl_s: 300,
         }),
-        hashing: Arc::new(Semaphore::new(4)),
+        hashing: Arc::new(clinauth_server::auth::hashing::Hashing::new(4)),
         verifiers: Arc::new(Verifiers {
             card_trust: card.trust.clone(),
             ..Verifiers::default()

@@ -16,7 +16,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -116,7 +116,9 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             challenge_ttl_ms: config.auth.challenge_ttl.as_i64() * 1000,
             ticket_ttl_s: config.auth.ticket_ttl.as_i64(),
         }),
-        hashing: Arc::new(Semaphore::new(config.auth.max_concurrent_hashes)),
+        hashing: Arc::new(crate::auth::hashing::Hashing::new(
+            config.auth.max_concurrent_hashes,
+        )),
         verifiers: Arc::new(Verifiers { card_trust, fido2 }),
     };
     let metrics = Arc::new(Metrics::default());

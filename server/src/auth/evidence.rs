@@ -14,7 +14,7 @@ use crate::store::{StoreError, Tx};
 use clinauth_biometric::envelope::{
     self, Expected, ReaderPublicKey, SealedCapture, SignedDecision,
 };
-use clinauth_factors::pin::{self, SecretPin};
+use clinauth_factors::pin::SecretPin;
 use clinauth_factors::totp;
 use clinauth_policy::{BiometricProtection, Evidence, Factor, UnixTime};
 use clinauth_proto::workstation::EvidenceItem;
@@ -250,20 +250,13 @@ async fn server_pin(
     let stored = credentials::pin_hash(&service.store, &user.id)
         .await
         .map_err(|_| "PIN lookup failed".to_owned())?;
-    // Argon2id takes 19 MiB: bound how many run at once, off the async threads.
-    let _permit = service
-        .hashing
-        .acquire()
-        .await
-        .map_err(|_| "PIN check unavailable".to_owned())?;
     let enrolled = stored.is_some();
-    let checked = tokio::task::spawn_blocking(move || match stored {
-        Some(phc) => pin::verify_pin(&pin, &phc),
-        // Same work for users without a PIN, so timing does not tell.
-        None => pin::verify_dummy(&pin),
-    })
-    .await
-    .map_err(|_| "PIN check failed".to_owned())?;
+    // Bounded, off the async threads, on a reused block (auth::hashing).
+    let checked = service
+        .hashing
+        .verify(pin, stored)
+        .await
+        .map_err(|e| e.to_string())?;
     match checked {
         Ok(()) if enrolled => Ok(Factor::ServerPin),
         _ if !enrolled => Err("no PIN is enrolled".to_owned()),

@@ -6,6 +6,7 @@
 pub mod card_trust;
 pub mod challenge;
 pub mod evidence;
+pub mod hashing;
 pub mod service;
 pub mod throttle;
 

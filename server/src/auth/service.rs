@@ -21,7 +21,6 @@ use clinauth_proto::workstation::{
 };
 use serde_json::json;
 use std::sync::Arc;
-use tokio::sync::Semaphore;
 
 /// Settings of the flow.
 #[derive(Debug, Clone)]
@@ -46,7 +45,7 @@ pub struct AuthService {
     /// Settings.
     pub settings: Arc<AuthSettings>,
     /// Bounds Argon2id hashes in flight (memory under a login storm).
-    pub hashing: Arc<Semaphore>,
+    pub hashing: Arc<super::hashing::Hashing>,
     /// Factor verifiers' configuration (trust anchors, matcher key, data keys).
     pub verifiers: Arc<evidence::Verifiers>,
 }

@@ -10,7 +10,6 @@ use clinauth_server::keys::Keys;
 use clinauth_server::policy_store::ActivePolicy;
 use serde_json::json;
 use std::sync::Arc;
-use tokio::sync::Semaphore;
 
 pub const T0: i64 = 1_800_000_000_000;
 pub const BADGE: [u8; 4] = [0x04, 0xA1, 0xB2, 0xC3];
@@ -81,7 +80,7 @@ pub async fn fixture_with(db: &TestDb, verifiers: Verifiers) -> Fixture {
             challenge_ttl_ms: 120_000,
             ticket_ttl_s: 300,
         }),
-        hashing: Arc::new(Semaphore::new(2)),
+        hashing: Arc::new(clinauth_server::auth::hashing::Hashing::new(2)),
         verifiers: Arc::new(verifiers),
     };
     Fixture {
