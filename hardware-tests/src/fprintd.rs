@@ -38,9 +38,8 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use thiserror::Error;
 use zbus::blocking::{Connection, MessageIterator};
@@ -175,7 +174,7 @@ impl Fprintd {
             });
         }
 
-        let dir = unique_dir()?;
+        let dir = crate::tempdir::unique_dir("fprintd")?;
         let mut me = Self {
             children: Vec::new(),
             _bus_stdout: None,
@@ -467,31 +466,6 @@ fn find_program(name: &str, extra_dirs: &[&str]) -> Option<PathBuf> {
         .chain(extra_dirs.iter().map(PathBuf::from))
         .map(|d| d.join(name))
         .find(|p| p.is_file())
-}
-
-fn unique_dir() -> io::Result<PathBuf> {
-    static COUNTER: AtomicU32 = AtomicU32::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    let base = std::env::temp_dir();
-    for _ in 0..100 {
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let dir = base.join(format!(
-            "clinauth-fprintd-{}-{n}-{nanos:08x}",
-            std::process::id()
-        ));
-        match fs::create_dir(&dir) {
-            Ok(()) => return Ok(dir),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Err(io::Error::new(
-        io::ErrorKind::AlreadyExists,
-        "no unique temporary directory",
-    ))
 }
 
 // ------------------------------------------------------------- D-Bus client

@@ -38,3 +38,4 @@ pub use badge::VirtualBadge;
 pub use faulty::{Fault, FaultyCard};
 pub use piv::{CardConfig, PivApplet, SlotId};
 pub use vpcd::VirtualCard;
+mod tempdir;

@@ -29,8 +29,7 @@ use std::io;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use thiserror::Error;
 
@@ -128,7 +127,7 @@ impl Pcscd {
             });
         }
 
-        let dir = unique_dir()?;
+        let dir = crate::tempdir::unique_dir("pcscd")?;
         let mut me = Self {
             child: None,
             socket: dir.join("run").join("pcscd.comm"),
@@ -291,31 +290,6 @@ fn is_root() -> bool {
                 .and_then(|rest| rest.split_whitespace().nth(1).map(|u| u == "0"))
         })
         .unwrap_or(false)
-}
-
-fn unique_dir() -> io::Result<PathBuf> {
-    static COUNTER: AtomicU32 = AtomicU32::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    let base = std::env::temp_dir();
-    for _ in 0..100 {
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let dir = base.join(format!(
-            "clinauth-pcscd-{}-{n}-{nanos:08x}",
-            std::process::id()
-        ));
-        match fs::create_dir(&dir) {
-            Ok(()) => return Ok(dir),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Err(io::Error::new(
-        io::ErrorKind::AlreadyExists,
-        "no unique temporary directory",
-    ))
 }
 
 /// A port `p` such that `p` and `p + 1` are both free now (vpcd binds all
