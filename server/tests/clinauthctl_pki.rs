@@ -7,11 +7,33 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn temp_dir(name: &str) -> PathBuf {
+/// A test's own directory, removed when the test ends (pass or fail).
+struct TempDir(PathBuf);
+
+impl std::ops::Deref for TempDir {
+    type Target = PathBuf;
+    fn deref(&self) -> &PathBuf {
+        &self.0
+    }
+}
+
+impl AsRef<std::path::Path> for TempDir {
+    fn as_ref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn temp_dir(name: &str) -> TempDir {
     let dir = std::env::temp_dir().join(format!("clinauthctl-pki-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    dir
+    TempDir(dir)
 }
 
 fn run(args: &[&str]) -> (i32, String) {
@@ -48,7 +70,8 @@ fn field<'a>(out: &'a str, label: &str) -> &'a str {
 
 #[test]
 fn r_tls_1_pki_init_makes_a_ca_a_server_certificate_and_a_crl() {
-    let dir = temp_dir("init").join("pki");
+    let root = temp_dir("init");
+    let dir = root.join("pki");
     let (code, out) = run(&[
         "pki",
         "init",
@@ -164,7 +187,8 @@ fn r_tls_1_pki_init_makes_a_ca_a_server_certificate_and_a_crl() {
 
 #[test]
 fn r_tls_1_pki_init_defaults_to_localhost_and_127_0_0_1() {
-    let dir = temp_dir("defaults").join("pki");
+    let root = temp_dir("defaults");
+    let dir = root.join("pki");
     let (code, out) = run(&["pki", "init", "--dir", s(&dir)]);
     assert_eq!(code, 0, "{out}");
     let (_, server) = openssl(&[
@@ -184,7 +208,8 @@ fn r_tls_1_pki_init_defaults_to_localhost_and_127_0_0_1() {
 
 #[test]
 fn pki_init_twice_without_force_refuses_and_changes_nothing() {
-    let dir = temp_dir("twice").join("pki");
+    let root = temp_dir("twice");
+    let dir = root.join("pki");
     let (code, out) = run(&["pki", "init", "--dir", s(&dir)]);
     assert_eq!(code, 0, "{out}");
     let ca = std::fs::read(dir.join("ca.pem")).unwrap();
@@ -361,7 +386,8 @@ fn issue_workstation_refuses_bad_names_and_a_missing_ca() {
 
 #[test]
 fn r_tls_2_revoke_puts_the_serial_on_the_signed_crl() {
-    let dir = temp_dir("revoke").join("pki");
+    let root = temp_dir("revoke");
+    let dir = root.join("pki");
     assert_eq!(run(&["pki", "init", "--dir", s(&dir)]).0, 0);
     let (_, a) = run(&[
         "pki",
@@ -469,7 +495,8 @@ fn revoke_refuses_a_crl_not_signed_by_the_ca() {
 
 #[test]
 fn validity_follows_the_given_now() {
-    let dir = temp_dir("now").join("pki");
+    let root = temp_dir("now");
+    let dir = root.join("pki");
     // 2030-01-01T00:00:00Z.
     let now_ms = 1_893_456_000_000;
     let report = pki::init(

@@ -21,11 +21,33 @@ use tokio::net::TcpStream;
 
 // ---------------------------------------------------------------- set-up --
 
-fn temp_dir(name: &str) -> PathBuf {
+/// A test's own directory, removed when the test ends (pass or fail).
+struct TempDir(PathBuf);
+
+impl std::ops::Deref for TempDir {
+    type Target = PathBuf;
+    fn deref(&self) -> &PathBuf {
+        &self.0
+    }
+}
+
+impl AsRef<std::path::Path> for TempDir {
+    fn as_ref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn temp_dir(name: &str) -> TempDir {
     let dir = std::env::temp_dir().join(format!("clinauth-tls-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    dir
+    TempDir(dir)
 }
 
 fn ctl(args: &[&str]) -> (i32, String) {
@@ -580,7 +602,9 @@ async fn r_tls_2_openssl_without_a_client_certificate_is_refused() {
 async fn r_tls_2_openssl_with_a_certificate_from_another_ca_is_refused() {
     let dir = temp_dir("otherca");
     let pki = Pki::new(&dir, "Test Hospital");
-    let other = Pki::new(&temp_dir("otherca-2"), "Elsewhere");
+    let other_dir = temp_dir("otherca-2");
+
+    let other = Pki::new(&other_dir, "Elsewhere");
     let stranger = other.issue("ws-ward3-01");
     let server = Server::start(&pki.settings(false), limits()).await;
     let r = s_client(server.addr, &pki.ca(), &with_cert(&stranger, &["-tls1_3"])).await;
