@@ -1,39 +1,17 @@
 //! `clinauthctl pki init | issue-workstation | revoke` as an operator runs
 //! them, checked with `openssl` from outside (R-TLS-1, R-TLS-2).
 
+mod support;
+
 use clinauth_server::pki::{self, InitOptions, PkiError, RevokeTarget};
 use clinauth_server::tls;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 /// A test's own directory, removed when the test ends (pass or fail).
-struct TempDir(PathBuf);
-
-impl std::ops::Deref for TempDir {
-    type Target = PathBuf;
-    fn deref(&self) -> &PathBuf {
-        &self.0
-    }
-}
-
-impl AsRef<std::path::Path> for TempDir {
-    fn as_ref(&self) -> &std::path::Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn temp_dir(name: &str) -> TempDir {
-    let dir = std::env::temp_dir().join(format!("clinauthctl-pki-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    TempDir(dir)
+fn temp_dir(name: &str) -> support::TempDir {
+    support::TempDir::new(name)
 }
 
 fn run(args: &[&str]) -> (i32, String) {

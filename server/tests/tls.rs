@@ -2,6 +2,8 @@
 //! ephemeral ports: rustls clients in-process, and `openssl s_client` as a
 //! real separate client. Certificates come from `clinauthctl pki`.
 
+mod support;
+
 use axum::routing::get;
 use axum::{Extension, Router};
 use clinauth_server::api::workstation::PeerFingerprint;
@@ -22,32 +24,8 @@ use tokio::net::TcpStream;
 // ---------------------------------------------------------------- set-up --
 
 /// A test's own directory, removed when the test ends (pass or fail).
-struct TempDir(PathBuf);
-
-impl std::ops::Deref for TempDir {
-    type Target = PathBuf;
-    fn deref(&self) -> &PathBuf {
-        &self.0
-    }
-}
-
-impl AsRef<std::path::Path> for TempDir {
-    fn as_ref(&self) -> &std::path::Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn temp_dir(name: &str) -> TempDir {
-    let dir = std::env::temp_dir().join(format!("clinauth-tls-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    TempDir(dir)
+fn temp_dir(name: &str) -> support::TempDir {
+    support::TempDir::new(name)
 }
 
 fn ctl(args: &[&str]) -> (i32, String) {
