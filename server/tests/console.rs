@@ -11,7 +11,6 @@ mod support;
 
 use clinauth_policy::Purpose;
 use clinauth_proto::ticket::{self, Claims};
-use clinauth_server::config::Config;
 use clinauth_server::officer::Officer;
 use clinauth_server::{clock, pki, run, tls};
 use rustls::pki_types::ServerName;
@@ -192,49 +191,9 @@ fn hospital_policy() -> String {
 
 /// The server with the local PKI, an officer, two more users and a workstation.
 async fn start(dir: &Path) -> (run::Running, PathBuf) {
-    let pki_dir = dir.join("pki");
     let now = clock::now_ms();
-    pki::init(
-        &pki_dir,
-        &pki::InitOptions {
-            site: "Test Hospital".into(),
-            server_names: vec![],
-            force: false,
-        },
-        now,
-    )
-    .unwrap();
+    let (server, pki_dir) = support::server::start_local(dir).await;
     let ws = pki::issue_workstation(&pki_dir, "ward3-ws01", None, false, now).unwrap();
-    clinauth_server::keys::Keys::create_missing(&dir.join("keys")).unwrap();
-    let policy = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../examples/policy/hospital.toml"
-    );
-    let config_text = format!(
-        r#"
-[server]
-name = "clinauth.test"
-workstation_listen = "127.0.0.1:0"
-officer_listen = "127.0.0.1:0"
-[database]
-url = "sqlite://{d}/clinauth.db"
-[keys]
-dir = "{d}/keys"
-[policy]
-initial = "{policy}"
-[smartcard]
-require_crl = false
-[tls]
-cert = "{p}/server.pem"
-key = "{p}/server-key.pem"
-workstation_ca = "{p}/ca.pem"
-crl = "{p}/crl.pem"
-"#,
-        d = dir.display(),
-        p = pki_dir.display()
-    );
-    let config = Config::from_toml(&config_text, Path::new("console.toml")).unwrap();
-    let server = run::start(config).await.unwrap();
     let officer = Officer {
         store: &server.auth.store,
         key: &server.auth.keys.audit,

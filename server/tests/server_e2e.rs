@@ -5,11 +5,9 @@ mod support;
 
 use clinauth_factors::pin::SecretPin;
 use clinauth_proto::workstation::{BeginResponse, FinishResponse};
-use clinauth_server::config::Config;
 use clinauth_server::credentials::Enroller;
-use clinauth_server::keys::Keys;
 use clinauth_server::officer::Officer;
-use clinauth_server::{clock, pki, run, tls};
+use clinauth_server::{clock, pki, tls};
 use ring::signature::KeyPair;
 use rustls::pki_types::ServerName;
 use std::net::SocketAddr;
@@ -72,50 +70,10 @@ async fn post(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn r_tls_1_login_over_mutual_tls_with_the_running_server() {
     let dir = support::TempDir::new("e2e");
-    let pki_dir = dir.0.join("pki");
     let now = clock::now_ms();
-    pki::init(
-        &pki_dir,
-        &pki::InitOptions {
-            site: "Test Hospital".into(),
-            server_names: vec![],
-            force: false,
-        },
-        now,
-    )
-    .unwrap();
+    let (server, pki_dir) = support::server::start_local(&dir.0).await;
     let ws = pki::issue_workstation(&pki_dir, "ward3-ws01", None, false, now).unwrap();
     let stranger = pki::issue_workstation(&pki_dir, "not-registered", None, false, now).unwrap();
-    Keys::create_missing(&dir.0.join("keys")).unwrap();
-    let policy = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../examples/policy/hospital.toml"
-    );
-    let config_text = format!(
-        r#"
-[server]
-name = "clinauth.test"
-workstation_listen = "127.0.0.1:0"
-officer_listen = "127.0.0.1:0"
-[database]
-url = "sqlite://{d}/clinauth.db"
-[keys]
-dir = "{d}/keys"
-[policy]
-initial = "{policy}"
-[smartcard]
-require_crl = false
-[tls]
-cert = "{p}/server.pem"
-key = "{p}/server-key.pem"
-workstation_ca = "{p}/ca.pem"
-crl = "{p}/crl.pem"
-"#,
-        d = dir.0.display(),
-        p = pki_dir.display()
-    );
-    let config = Config::from_toml(&config_text, Path::new("e2e.toml")).unwrap();
-    let server = run::start(config).await.unwrap();
 
     // Bootstrap: a nurse with a badge and a PIN, the workstation registered.
     let store = &server.auth.store;

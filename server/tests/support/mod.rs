@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod fixture;
+pub mod server;
 
 use clinauth_server::store::Store;
 use sqlx::{Connection, Executor};
