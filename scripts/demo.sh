@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # The main job: build ClinAuth, deploy it locally on embedded defaults
-# (SQLite, a local CA), and authenticate a clinician over mutual TLS.
+# (SQLite, a local CA), and log a clinician in through PAM: card + PIN,
+# then badge + fingerprint (a sealed template).
 #
 #   scripts/demo.sh          run everything, then stop what it started
-#   scripts/demo.sh --keep   leave the server running for you to explore
+#   scripts/demo.sh --keep   leave the server, the agent and the devices running
 #
-# Until the workstation agent and the PAM module land (issues 5 and 6),
-# `curl` with the workstation's client certificate plays the workstation:
-# it asks the server to begin, presents the evidence, and gets the decision.
+# The parts are the real ones: clinauth-server, clinauth-agent, the PAM
+# module loaded by the real libpam (pamtester, with pam_wrapper so that
+# /etc/pam.d is never touched), pcscd. Only the hardware is virtual: a PIV
+# smartcard and a contactless badge on the vpcd readers of a private pcscd,
+# and a sealing fingerprint reader (clinauth-virtual-devices).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -25,6 +28,8 @@ DEMO=${CLINAUTH_DEMO_DIR:-$ROOT/target/demo}
 
 step "1. Build"
 cargo build --workspace --locked --bins
+cargo build --locked -p pam_clinauth
+PAM_MODULE="$ROOT/target/debug/libpam_clinauth.so"
 
 step "2. The hospital's policy is checked against the guideline (exit 0)"
 $ctl policy check examples/policy/hospital.toml | head -20
@@ -40,7 +45,8 @@ tail -1 "$ROOT/target/weak-policy.txt"
 
 step "4. Deploy: a local CA, a workstation certificate, keys, the database (SQLite)"
 rm -rf "$DEMO"
-mkdir -p "$DEMO"
+mkdir -p "$DEMO" "$DEMO/pam.d"
+mkdir -m 0755 "$DEMO/run"
 $ctl pki init --dir "$DEMO/pki" --site "Demo General Hospital" > /dev/null
 $ctl pki issue-workstation --dir "$DEMO/pki" --name ward3-ws01 > "$DEMO/ws.txt"
 $ctl pki issue-workstation --dir "$DEMO/pki" --name stolen-laptop > "$DEMO/stranger.txt"
@@ -53,7 +59,45 @@ for _ in range(2):
 print(*ports)
 PY
 )
-cat > "$DEMO/server.toml" <<EOF
+
+PIDS=()
+cleanup() {
+  if [[ $KEEP == 0 ]]; then
+    for pid in "${PIDS[@]}"; do
+      [[ $pid == "${DEVICES_PID:-}" ]] || kill "$pid" 2>/dev/null || true
+    done
+    # The devices stop their pcscd and clean up on "quit".
+    [[ -n "${DEVICES_PID:-}" ]] && { echo quit >&3; } 2>/dev/null
+    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  fi
+}
+trap cleanup EXIT
+
+say "the virtual hardware: a private pcscd, a PIV card for the nurse (PIN 246810), a staff badge,"
+say "and a fingerprint reader that seals each capture to the server's matcher key and signs it"
+mkfifo "$DEMO/devices.ctl"
+"$ROOT/target/debug/clinauth-virtual-devices" --dir "$DEMO/devices" --user nurse.tanaka \
+  --pin 246810 --badge 04A1B2C3 <> "$DEMO/devices.ctl" > "$DEMO/devices.log" 2>&1 &
+DEVICES_PID=$!
+PIDS+=("$DEVICES_PID")
+exec 3> "$DEMO/devices.ctl"
+for _ in $(seq 1 100); do
+  [[ -f "$DEMO/devices/state" ]] && break
+  kill -0 "$DEVICES_PID" 2>/dev/null || { cat "$DEMO/devices.log"; exit 1; }
+  sleep 0.1
+done
+device() { # device "card in": and wait until it is done and pcscd has seen it
+  echo "$1" >&3
+  for _ in $(seq 1 100); do
+    if [[ "$(cat "$DEMO/devices/state")" == "$1" ]]; then sleep 0.6; return; fi
+    sleep 0.1
+  done
+  echo "the virtual device did not do: $1" >&2
+  cat "$DEMO/devices.log" >&2
+  exit 1
+}
+
+cat > "$DEMO/server.toml" <<TOML
 [server]
 name = "clinauth.demo-hospital.jp"
 workstation_listen = "127.0.0.1:$WS_PORT"
@@ -64,36 +108,104 @@ url = "sqlite://$DEMO/clinauth.db"
 dir = "$DEMO/keys"
 [policy]
 initial = "$ROOT/examples/policy/hospital.toml"
+[smartcard]
+# The demo's card CA publishes no CRL; a real site lists its CRLs here.
+trust_anchors = ["$DEMO/devices/card-ca.pem"]
+require_crl = false
 [tls]
 cert = "$DEMO/pki/server.pem"
 key = "$DEMO/pki/server-key.pem"
 workstation_ca = "$DEMO/pki/ca.pem"
 crl = "$DEMO/pki/crl.pem"
-EOF
+TOML
 export CLINAUTH_CONFIG="$DEMO/server.toml"
 $ctl init
-say "bootstrap on the server host: a nurse with a staff badge and a PIN, and her ward workstation"
+say "bootstrap on the server host: a nurse with her smartcard, a staff badge, a PIN and a fingerprint, and her ward workstation"
 $ctl user add nurse.tanaka --name "田中 花子 (看護師)" --roles nurse
+$ctl card enroll nurse.tanaka "$DEMO/devices/card.pem"
 $ctl badge add nurse.tanaka 04A1B2C3
 echo 482913 | $ctl user pin nurse.tanaka
+$ctl reader add "$(cat "$DEMO/devices/reader.id")" --public-key "$(cat "$DEMO/devices/reader.pub")" \
+  --protection sealed_template --description "3F east ward, bed-side station"
+$ctl finger enroll nurse.tanaka "$DEMO/devices/finger.template"
 $ctl workstation add ward3-ws01 --fingerprint "$FP" --group ward --location "3F east ward"
 
 step "5. Start clinauth-server (workstation API: mutual TLS 1.3 on 127.0.0.1:$WS_PORT)"
 "$server_bin" --config "$DEMO/server.toml" > "$DEMO/server.log" 2>&1 &
 SERVER_PID=$!
-cleanup() {
-  if [[ $KEEP == 0 ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
-    kill "$SERVER_PID" 2>/dev/null || true
-    wait "$SERVER_PID" 2>/dev/null || true
-  fi
-}
-trap cleanup EXIT
+PIDS+=("$SERVER_PID")
 for _ in $(seq 1 50); do
   if (echo > "/dev/tcp/127.0.0.1/$WS_PORT") 2>/dev/null; then break; fi
   sleep 0.2
 done
 say "server pid $SERVER_PID, log $DEMO/server.log"
 
+step "6. Start clinauth-agent on the workstation (socket $DEMO/run/agent.sock)"
+cat > "$DEMO/agent.toml" <<TOML
+[agent]
+workstation = "ward3-ws01"
+socket = "$DEMO/run/agent.sock"
+state_dir = "$DEMO/agent-state"
+log_format = "text"
+[server]
+address = "127.0.0.1:$WS_PORT"
+server_name = "localhost"
+ca = "$DEMO/pki/ca.pem"
+certificate = "$DEMO/pki/workstations/ward3-ws01.pem"
+key = "$DEMO/pki/workstations/ward3-ws01-key.pem"
+[card]
+insert_timeout = "10s"
+[biometric]
+reader = "unix:$DEMO/devices/bioreader.sock"
+reader_id = "demo-bio-1"
+capture_timeout = "10s"
+TOML
+PCSCLITE_CSOCK_NAME="$(cat "$DEMO/devices/pcscd.socket")" \
+  "$ROOT/target/debug/clinauth-agent" --config "$DEMO/agent.toml" > "$DEMO/agent.log" 2>&1 &
+AGENT_PID=$!
+PIDS+=("$AGENT_PID")
+for _ in $(seq 1 50); do [[ -S "$DEMO/run/agent.sock" ]] && break; sleep 0.1; done
+say "agent pid $AGENT_PID, log $DEMO/agent.log"
+
+cat > "$DEMO/pam.d/clinauth-login" <<PAM
+# What /etc/pam.d/login would hold (docs/PAM.md).
+auth    required $PAM_MODULE socket=$DEMO/run/agent.sock timeout=60
+account required $PAM_MODULE socket=$DEMO/run/agent.sock
+PAM
+# Anything not named falls to "other": deny.
+echo "auth required pam_deny.so" > "$DEMO/pam.d/other"
+pam_login() { # pam_login USER TYPED: pamtester through the real libpam
+  local status=0
+  printf '%s\n' "$2" | LD_PRELOAD=libpam_wrapper.so PAM_WRAPPER=1 \
+    PAM_WRAPPER_SERVICE_DIR="$DEMO/pam.d" pamtester -v clinauth-login "$1" authenticate acct_mgmt \
+    > "$DEMO/pamtester.txt" 2>&1 || status=$?
+  sed 's/^/     /' "$DEMO/pamtester.txt"
+  return $status
+}
+
+step "7. The nurse inserts her card and gives its PIN: logged in through PAM"
+device "card in"
+pam_login nurse.tanaka 246810 || { echo "the card + PIN login failed" >&2; exit 1; }
+device "card out"
+
+step "8. She taps her staff badge and puts her finger on the reader: logged in through PAM"
+say "the reader seals the template inside itself (HPKE) and signs it; the agent relays opaque bytes;"
+say "the server checks the reader's signature and the nonce, opens it and matches 1:1 (R-BIO-1..3)"
+device "finger on"
+device "badge in"
+pam_login nurse.tanaka "" || { echo "the badge + fingerprint login failed" >&2; exit 1; }
+device "finger off"
+
+step "9. What is refused, and why"
+say "the badge with someone else's finger:"
+device "other finger"
+if pam_login nurse.tanaka ""; then echo "another finger was let in: that is a bug" >&2; exit 1; fi
+device "finger off"
+device "badge out"
+say "the card with a wrong PIN (the card counts the try; the agent says how many are left):"
+device "card in"
+if pam_login nurse.tanaka 111111; then echo "a wrong PIN was let in: that is a bug" >&2; exit 1; fi
+device "card out"
 WS_CERT="$DEMO/pki/workstations/ward3-ws01.pem"
 WS_KEY="$DEMO/pki/workstations/ward3-ws01-key.pem"
 api() { # api CERT KEY PATH BODY
@@ -101,35 +213,6 @@ api() { # api CERT KEY PATH BODY
        -H 'content-type: application/json' -d "$4" "https://localhost:$WS_PORT$3"
 }
 json() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
-login() { # login EVIDENCE-JSON…
-  local begun challenge
-  begun=$(api "$WS_CERT" "$WS_KEY" /v1/auth/begin '{"user":"nurse.tanaka","purpose":"login"}')
-  challenge=$(echo "$begun" | json 'd["challenge_id"]')
-  api "$WS_CERT" "$WS_KEY" /v1/auth/finish "{\"challenge_id\":\"$challenge\",\"evidence\":[$1]}"
-}
-BADGE='{"type":"badge","uid":"BKGyww"}'   # 04 A1 B2 C3, base64url
-
-step "6. The nurse taps her badge and types her PIN: two factors, allowed"
-say "begin → what the policy allows at this workstation:"
-api "$WS_CERT" "$WS_KEY" /v1/auth/begin '{"user":"nurse.tanaka","purpose":"login"}' \
-  | json '"\n".join("     " + " + ".join(c) for c in d["options"])'
-RESULT=$(login "$BADGE,{\"type\":\"server_pin\",\"value\":\"482913\"}")
-echo "$RESULT" | json '"   outcome: %s, rule: %s, factors: %s" % (d["outcome"], d["rule"], " + ".join(d["factors"]))'
-say "the signed ticket (JWS EdDSA), decoded:"
-echo "$RESULT" | python3 -c '
-import base64, json, sys
-t = json.load(sys.stdin)["ticket"].split(".")[1]
-c = json.loads(base64.urlsafe_b64decode(t + "=" * (-len(t) % 4)))
-for k in ("sub", "ws", "purpose", "rule", "factors", "policy_version", "idle_lock", "exp"):
-    print("     %-15s %s" % (k, c[k]))'
-
-step "7. What is refused, and why"
-sleep 1.1   # the policy's backoff after a failure is 1 s, then doubles
-say "badge alone (a device on its own, R-AUTH-3):"
-login "$BADGE" | json '"     " + d["outcome"] + ": " + d["reason"]'
-sleep 2.1
-say "badge with the wrong PIN:"
-login "$BADGE,{\"type\":\"server_pin\",\"value\":\"000000\"}" | json '"     " + d["outcome"] + ": " + d["reason"]'
 say "a laptop with a certificate from the same CA, never registered (R-TLS-2):"
 api "$DEMO/pki/workstations/stolen-laptop.pem" "$DEMO/pki/workstations/stolen-laptop-key.pem" \
   /v1/auth/begin '{"user":"nurse.tanaka","purpose":"login"}' | json '"     " + d["error"] + ": " + d["message"]'
@@ -141,8 +224,8 @@ if curl -sS --tls-max 1.2 --cacert "$DEMO/pki/ca.pem" --cert "$WS_CERT" --key "$
 fi
 say "  refused: $(head -c 120 "$DEMO/tls12.txt")"
 
-step "8. The audit trail (R-LOG-1): hash-chained, signed, verified"
-$ctl audit export | tail -6 | python3 -c '
+step "10. The audit trail (R-LOG-1): hash-chained, signed, verified"
+$ctl audit export | tail -8 | python3 -c '
 import json, sys
 for line in sys.stdin:
     e = json.loads(line)
@@ -151,9 +234,11 @@ $ctl audit verify
 
 step "Done"
 if [[ $KEEP == 1 ]]; then
-  say "the server keeps running (pid $SERVER_PID); stop it with: kill $SERVER_PID"
-  say "configuration: $DEMO/server.toml (export CLINAUTH_CONFIG=$DEMO/server.toml to use clinauthctl)"
+  say "running: server (pid $SERVER_PID), agent (pid $AGENT_PID), virtual devices (pid $DEVICES_PID)"
+  say "move the card: echo 'card in' > $DEMO/devices.ctl (card out, badge in, badge out)"
+  say "configuration: $DEMO/server.toml, $DEMO/agent.toml"
+  say "log in again: echo 482913 | LD_PRELOAD=libpam_wrapper.so PAM_WRAPPER=1 PAM_WRAPPER_SERVICE_DIR=$DEMO/pam.d pamtester -v clinauth-login nurse.tanaka authenticate"
+  say "stop everything: kill $AGENT_PID $SERVER_PID $DEVICES_PID"
 else
-  say "stopping the server; everything lives in $DEMO"
+  say "stopping the agent, the server and the virtual devices; everything lives in $DEMO"
 fi
-say "The workstation agent and the PAM login join this demo with issues 5 and 6."

@@ -15,6 +15,8 @@ PACKAGES=(
   # Fingerprints through fprintd and libfprint's virtual sensors (hardware-tests):
   fprintd libpam-fprintd python3-dbusmock dbus
   chromium            # the officer web console's browser tests (server/tests/console.rs)
+  # PAM through real libpam without touching /etc/pam.d (pam-module tests, demo):
+  libpam0g-dev libpam-wrapper pamtester
 )
 
 log() { printf '\033[1m[deps]\033[0m %s\n' "$*"; }

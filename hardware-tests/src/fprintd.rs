@@ -3,9 +3,7 @@
 //!
 //! [`Fprintd::start`] builds, in a fresh temporary directory:
 //!
-//! 1. a private "system" bus: `dbus-daemon --config-file=DIR/bus.conf
-//!    --nofork --print-address` with a permissive policy, listening on
-//!    `DIR/bus.sock` (no service activation, no system policy files);
+//! 1. a private "system" bus ([`crate::dbus::PrivateBus`]);
 //! 2. python3-dbusmock's `polkitd` template on it, told `AllowUnknown(true)`
 //!    so that every fprintd action (claim for another user, enroll, verify)
 //!    is authorised;
@@ -34,10 +32,10 @@
 //! (SIGTERM by pid, SIGKILL after a grace period) and removes the directory.
 
 use std::fs;
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Command, Stdio};
+use std::process::Command;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
@@ -45,16 +43,13 @@ use thiserror::Error;
 use zbus::blocking::{Connection, MessageIterator};
 use zbus::zvariant::OwnedObjectPath;
 
+use crate::dbus::{BusError, PrivateBus};
+pub use crate::dbus::{PYTHON_PROGRAM, START_TIMEOUT};
+
 /// fprintd's well-known bus name.
 pub const FPRINT_SERVICE: &str = "net.reactivated.Fprint";
 /// Where Debian's fprintd package puts the daemon.
 pub const FPRINTD_PROGRAM: &str = "/usr/libexec/fprintd";
-/// Debian's Python, which has python3-dbusmock (a `python3` first on PATH
-/// may be another build without Debian's modules).
-pub const PYTHON_PROGRAM: &str = "/usr/bin/python3";
-/// How long to wait for the bus, polkit mock and fprintd to come up.
-pub const START_TIMEOUT: Duration = Duration::from_secs(15);
-
 const POLKIT_SERVICE: &str = "org.freedesktop.PolicyKit1";
 const POLKIT_PATH: &str = "/org/freedesktop/PolicyKit1/Authority";
 const DEVICE_INTERFACE: &str = "net.reactivated.Fprint.Device";
@@ -62,30 +57,16 @@ const DEVICE_INTERFACE: &str = "net.reactivated.Fprint.Device";
 /// Errors of the harness and of the fprintd client.
 #[derive(Debug, Error)]
 pub enum FprintdError {
-    /// A program or module is not installed.
-    #[error("{what} not found: install {package}")]
-    Missing {
-        /// What is missing.
-        what: String,
-        /// The Debian package that has it.
-        package: &'static str,
-    },
+    /// The private bus or the polkit mock: a program or module missing,
+    /// or a part that did not start (with the harness' logs).
+    #[error(transparent)]
+    Bus(BusError),
     /// File or process trouble.
     #[error("fprintd harness I/O: {0}")]
     Io(#[from] io::Error),
     /// A D-Bus call failed (fprintd's errors are `net.reactivated.Fprint.Error.*`).
     #[error("D-Bus: {0}")]
     DBus(#[from] zbus::Error),
-    /// A part of the harness did not start.
-    #[error("{what} did not start ({reason}); logs:\n{log}")]
-    NotStarted {
-        /// Which part.
-        what: &'static str,
-        /// What happened.
-        reason: String,
-        /// The harness' logs.
-        log: String,
-    },
     /// fprintd sent no status in time.
     #[error("timed out waiting for {0}")]
     Timeout(&'static str),
@@ -95,6 +76,16 @@ pub enum FprintdError {
     /// The signal listener stopped (the bus went away).
     #[error("D-Bus signal stream ended")]
     StreamEnded,
+}
+
+impl From<BusError> for FprintdError {
+    fn from(e: BusError) -> Self {
+        match e {
+            BusError::Io(e) => Self::Io(e),
+            BusError::DBus(e) => Self::DBus(e),
+            other => Self::Bus(other),
+        }
+    }
 }
 
 /// Which libfprint virtual sensor fprintd drives.
@@ -140,12 +131,8 @@ impl Default for FprintdOptions {
 /// removes the directory.
 #[derive(Debug)]
 pub struct Fprintd {
-    /// (name, process), in start order; stopped in reverse order.
-    children: Vec<(&'static str, Child)>,
-    /// dbus-daemon's stdout, kept open while it runs.
-    _bus_stdout: Option<ChildStdout>,
-    dir: PathBuf,
-    address: String,
+    /// The bus, the polkit mock and fprintd (stopped in reverse order).
+    bus: PrivateBus,
     sensor_socket: PathBuf,
     sensor: VirtualSensor,
 }
@@ -154,75 +141,22 @@ impl Fprintd {
     /// Starts the private bus, the polkit mock and fprintd with a virtual
     /// sensor, and waits until fprintd is on the bus.
     pub fn start(opts: &FprintdOptions) -> Result<Self, FprintdError> {
-        let dbus_daemon =
-            find_program("dbus-daemon", &["/usr/bin", "/bin"]).ok_or(FprintdError::Missing {
-                what: "dbus-daemon".into(),
-                package: "dbus",
-            })?;
         if !Path::new(FPRINTD_PROGRAM).is_file() {
-            return Err(FprintdError::Missing {
+            return Err(FprintdError::Bus(BusError::Missing {
                 what: FPRINTD_PROGRAM.into(),
                 package: "fprintd",
-            });
+            }));
         }
-        if !Path::new(PYTHON_PROGRAM).is_file()
-            || !Path::new("/usr/lib/python3/dist-packages/dbusmock").is_dir()
-        {
-            return Err(FprintdError::Missing {
-                what: "python3 module dbusmock".into(),
-                package: "python3-dbusmock",
-            });
-        }
-
-        let dir = crate::tempdir::unique_dir("fprintd")?;
-        let mut me = Self {
-            children: Vec::new(),
-            _bus_stdout: None,
-            sensor_socket: dir.join("vfp.sock"),
-            address: String::new(),
-            sensor: opts.sensor,
-            dir,
-        };
-        let state = me.dir.join("state");
-        fs::create_dir(&state)?;
 
         // 1. The private bus.
-        let bus_socket = me.dir.join("bus.sock");
-        let conf = me.dir.join("bus.conf");
-        fs::write(&conf, bus_config(&bus_socket))?;
-        let mut bus = Command::new(dbus_daemon)
-            .arg(format!("--config-file={}", conf.display()))
-            .args(["--nofork", "--print-address"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(me.log_file("dbus-daemon")?)
-            .spawn()?;
-        let stdout = bus.stdout.take();
-        me.children.push(("dbus-daemon", bus));
-        let Some(stdout) = stdout else {
-            return Err(me.not_started("dbus-daemon", "no stdout".into()));
-        };
-        // dbus-daemon prints its address once it listens, or exits (EOF).
-        let mut reader = BufReader::new(stdout);
-        let mut line = String::new();
-        reader.read_line(&mut line)?;
-        me.address = line.trim().to_owned();
-        me._bus_stdout = Some(reader.into_inner());
-        if me.address.is_empty() {
-            return Err(me.not_started("dbus-daemon", "printed no address".into()));
-        }
-        let conn = me.connect()?;
+        let mut bus = PrivateBus::start("fprintd")?;
+        let sensor_socket = bus.dir().join("vfp.sock");
+        let state = bus.dir().join("state");
+        fs::create_dir(&state)?;
 
         // 2. polkit that says yes.
-        let polkit = Command::new(PYTHON_PROGRAM)
-            .args(["-m", "dbusmock", "--system", "--template", "polkitd"])
-            .env("DBUS_SYSTEM_BUS_ADDRESS", &me.address)
-            .stdin(Stdio::null())
-            .stdout(me.log_file("polkit")?)
-            .stderr(me.log_file("polkit.err")?)
-            .spawn()?;
-        me.children.push(("polkit mock", polkit));
-        me.wait_for_name(&conn, POLKIT_SERVICE, "polkit mock")?;
+        bus.spawn_mock("polkit", &["--template", "polkitd"], POLKIT_SERVICE)?;
+        let conn = bus.connect()?;
         conn.call_method(
             Some(POLKIT_SERVICE),
             POLKIT_PATH,
@@ -234,36 +168,35 @@ impl Fprintd {
         // 3. fprintd with the virtual sensor.
         let mut cmd = Command::new(FPRINTD_PROGRAM);
         cmd.arg("-t")
-            .env("DBUS_SYSTEM_BUS_ADDRESS", &me.address)
             .env("STATE_DIRECTORY", &state)
             .env_remove("FP_VIRTUAL_DEVICE")
             .env_remove("FP_VIRTUAL_DEVICE_STORAGE")
             .env_remove("FP_VIRTUAL_IMAGE")
             .env_remove("FP_DEVICE_EMULATION")
-            .env(opts.sensor.env_var(), &me.sensor_socket)
-            .stdin(Stdio::null())
-            .stdout(me.log_file("fprintd")?)
-            .stderr(me.log_file("fprintd.err")?);
+            .env(opts.sensor.env_var(), &sensor_socket);
         if opts.debug {
             cmd.env("G_MESSAGES_DEBUG", "all");
         }
-        let fprintd = cmd.spawn()?;
-        me.children.push(("fprintd", fprintd));
+        bus.spawn("fprintd", cmd)?;
 
         // 4. fprintd on the bus.
-        me.wait_for_name(&conn, FPRINT_SERVICE, "fprintd")?;
-        Ok(me)
+        bus.wait_for_name(&conn, FPRINT_SERVICE, "fprintd")?;
+        Ok(Self {
+            bus,
+            sensor_socket,
+            sensor: opts.sensor,
+        })
     }
 
     /// The private bus' address (for `DBUS_SYSTEM_BUS_ADDRESS` of a child
     /// such as `fprintd-verify` or pamtester with pam_fprintd).
     pub fn bus_address(&self) -> &str {
-        &self.address
+        self.bus.address()
     }
 
     /// A new connection to the private bus.
     pub fn connect(&self) -> Result<Connection, FprintdError> {
-        Ok(zbus::blocking::connection::Builder::address(self.address.as_str())?.build()?)
+        Ok(self.bus.connect()?)
     }
 
     /// The virtual sensor.
@@ -321,151 +254,19 @@ impl Fprintd {
 
     /// The logs of the bus, the polkit mock and fprintd so far.
     pub fn log(&self) -> String {
-        let mut out = String::new();
-        for name in [
-            "dbus-daemon",
-            "polkit",
-            "polkit.err",
-            "fprintd",
-            "fprintd.err",
-        ] {
-            let text = fs::read_to_string(self.dir.join(format!("{name}.log"))).unwrap_or_default();
-            if !text.trim().is_empty() {
-                out.push_str(&format!("--- {name}\n{text}"));
-            }
-        }
-        out
+        self.bus.log()
     }
 
     /// fprintd's process id.
     pub fn pid(&self) -> Option<u32> {
-        self.children
-            .iter()
-            .find(|(n, _)| *n == "fprintd")
-            .map(|(_, c)| c.id())
+        self.bus.pid("fprintd")
     }
 
     /// Stops fprintd, the polkit mock and the bus (SIGTERM, SIGKILL after
-    /// 3 s each, by pid) and removes the directory. Called by `Drop`.
+    /// 3 s each, by pid) and removes the directory. Also done on drop.
     pub fn stop(&mut self) {
-        while let Some((_, mut child)) = self.children.pop() {
-            stop_child(&mut child);
-        }
-        let _ = fs::remove_dir_all(&self.dir);
+        self.bus.stop();
     }
-
-    fn log_file(&self, name: &str) -> io::Result<fs::File> {
-        fs::File::create(self.dir.join(format!("{name}.log")))
-    }
-
-    fn not_started(&self, what: &'static str, reason: String) -> FprintdError {
-        FprintdError::NotStarted {
-            what,
-            reason,
-            log: self.log(),
-        }
-    }
-
-    fn wait_for_name(
-        &mut self,
-        conn: &Connection,
-        name: &str,
-        what: &'static str,
-    ) -> Result<(), FprintdError> {
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            for (n, child) in &mut self.children {
-                if let Some(status) = child.try_wait()? {
-                    let reason = format!("{n} exited with {status}");
-                    return Err(self.not_started(what, reason));
-                }
-            }
-            let owned: bool = conn
-                .call_method(
-                    Some("org.freedesktop.DBus"),
-                    "/org/freedesktop/DBus",
-                    Some("org.freedesktop.DBus"),
-                    "NameHasOwner",
-                    &(name,),
-                )?
-                .body()
-                .deserialize()?;
-            if owned {
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                return Err(self.not_started(what, format!("{name} not on the bus in time")));
-            }
-            std::thread::sleep(Duration::from_millis(25));
-        }
-    }
-}
-
-impl Drop for Fprintd {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-fn stop_child(child: &mut Child) {
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-    let deadline = Instant::now() + Duration::from_secs(3);
-    loop {
-        match child.try_wait() {
-            Ok(Some(_)) => return,
-            Ok(None) if Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return;
-            }
-        }
-    }
-}
-
-/// A bus that lets everyone own any name and send anything: the test bus
-/// has only the harness' own processes on it.
-fn bus_config(socket: &Path) -> String {
-    format!(
-        r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>system</type>
-  <listen>unix:path={}</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <allow user="*"/>
-    <allow own="*"/>
-    <allow send_destination="*" eavesdrop="true"/>
-    <allow send_type="method_call"/>
-    <allow receive_sender="*"/>
-    <allow eavesdrop="true"/>
-  </policy>
-</busconfig>
-"#,
-        xml_escape(&socket.display().to_string())
-    )
-}
-
-fn xml_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
-fn find_program(name: &str, extra_dirs: &[&str]) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(extra_dirs.iter().map(PathBuf::from))
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
 }
 
 // ------------------------------------------------------------- D-Bus client
@@ -817,13 +618,6 @@ impl FprintDevice {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn bus_config_escapes_the_socket_path() {
-        let conf = bus_config(Path::new("/tmp/a&b/bus.sock"));
-        assert!(conf.contains("<listen>unix:path=/tmp/a&amp;b/bus.sock</listen>"));
-        assert!(conf.contains("<allow own=\"*\"/>"));
-    }
 
     #[test]
     fn sensor_env_vars() {

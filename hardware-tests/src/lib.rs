@@ -11,6 +11,13 @@
 //! - [`badge`]: a contactless badge (UID through `FF CA`) for a vpcd reader.
 //! - [`faulty`]: a misbehaving PIV card (broken TLV, odd status words, a card
 //!   that falls silent or leaves mid-command) for the driver's fault tests.
+//! - [`dbus`]: a private "system" D-Bus bus and python-dbusmock services on it.
+//! - [`logind`]: systemd-logind played by dbusmock's `logind` template on a
+//!   private bus (the agent's session and tap-out tests).
+//! - [`session_bed`]: pcscd, the agent's reader watcher and the logind mock
+//!   together, for the session tests and the tap-out latency benchmark.
+//! - [`conversation`]: a login conversation with the agent over its socket
+//!   (the end-to-end tests' helpers).
 //! - [`hw`]: which device a test runs against (virtual, or real ones with
 //!   `CLINAUTH_HW=1`) and why a test is skipped.
 #![deny(
@@ -26,11 +33,16 @@
 
 pub mod badge;
 pub mod bio_reader;
+pub mod conversation;
+pub mod dbus;
 pub mod faulty;
 pub mod fprintd;
 pub mod hw;
+pub mod logind;
 pub mod pcscd;
 pub mod piv;
+pub mod session_bed;
+pub mod stack;
 pub mod testpki;
 pub mod vpcd;
 

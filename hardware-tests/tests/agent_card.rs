@@ -319,6 +319,52 @@ fn r_auth_3_rsa_card_signs_the_server_challenge(c: &Ctx) -> TestResult {
     sign_and_check(&mut s, USER)
 }
 
+/// A card briefly held by another (as the agent's own watcher does when a
+/// card is inserted) is waited for; one held for longer is `Busy`, and the
+/// exclusive login never shares it.
+fn busy_card_is_waited_for_then_refused(c: &Ctx) -> TestResult {
+    let card = piv_card(Algorithm::EccP256, Algorithm::EccP256)?;
+    let ins = c.bed.insert(card.applet)?;
+    let holder = CardSession::connect(ins.reader(), opts(Duration::from_secs(5))).map_err(err)?;
+    ensure!(
+        matches!(
+            CardSession::connect(ins.reader(), opts(Duration::from_secs(5))),
+            Err(CardError::Busy)
+        ),
+        "a held card was shared"
+    );
+    let release = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        drop(holder);
+    });
+    let started = Instant::now();
+    let mut s =
+        CardSession::connect_when_free(ins.reader(), opts(Duration::from_secs(5))).map_err(err)?;
+    ensure!(
+        started.elapsed() >= Duration::from_millis(250),
+        "connected while the card was held"
+    );
+    release.join().map_err(|_| "release thread")?;
+    s.verify_pin(&pin()?, LastTry::Refuse).map_err(err)?;
+    sign_and_check(&mut s, USER)?;
+    // Held for longer than the wait: a clear Busy, after about BUSY_WAIT.
+    let started = Instant::now();
+    ensure!(
+        matches!(
+            CardSession::connect_when_free(ins.reader(), opts(Duration::from_secs(5))),
+            Err(CardError::Busy)
+        ),
+        "a held card was shared"
+    );
+    ensure!(
+        started.elapsed() >= card::piv::BUSY_WAIT - Duration::from_millis(100),
+        "gave up after {:?}",
+        started.elapsed()
+    );
+    drop(s);
+    Ok(())
+}
+
 fn read_certificates_of_both_slots(c: &Ctx) -> TestResult {
     if let Some(reader) = c.real_reader() {
         let mut s = CardSession::connect(reader, ConnectOptions::default()).map_err(err)?;
@@ -760,6 +806,11 @@ fn tests() -> Vec<(&'static str, Requirement, TestFn)> {
             "r_auth_3_rsa_card_signs_the_server_challenge",
             VirtualOnly(OWN_CA),
             r_auth_3_rsa_card_signs_the_server_challenge,
+        ),
+        (
+            "busy_card_is_waited_for_then_refused",
+            VirtualOnly(OWN_CA),
+            busy_card_is_waited_for_then_refused,
         ),
         (
             "read_certificates_of_both_slots",

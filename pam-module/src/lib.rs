@@ -1,10 +1,22 @@
-//! `pam_clinauth`: the PAM module that asks the ClinAuth agent.
+//! `pam_clinauth`: the PAM module that asks the ClinAuth workstation agent.
 //!
-//! The module lands with the PAM issue: FFI in one file, logic behind a trait,
-//! fail closed on every error path. Until then the library exports no PAM
-//! entry point, so a PAM stack that names it fails to load it (fail closed)
-//! rather than being let through by an empty module.
-#![forbid(unsafe_code)]
+//! A thin module: every decision is the agent's (and, behind it, the
+//! server's policy); the module relays the agent's prompts through the PAM
+//! conversation and turns the agent's answer into a PAM return code. It
+//! **fails closed**: every error path returns a failure code, never
+//! `PAM_SUCCESS` or `PAM_IGNORE` (see `docs/PAM.md`).
+//!
+//! - [`ffi`]: the PAM entry points and the few libpam declarations, the only
+//!   unsafe code; every entry point catches panics.
+//! - [`ops`]: the [`ops::PamOps`] trait, what the logic needs from libpam.
+//! - [`logic`]: authenticate, account, session and setcred in plain Rust,
+//!   tested with a scripted PAM handle and a scripted agent.
+//! - [`options`]: the module arguments (`socket=`, `timeout=`, `purpose=`,
+//!   `debug`); anything else refuses.
+//! - [`codes`]: the PAM return codes and flags.
+//! - [`messages`]: what the module itself tells the user, in English and
+//!   Japanese.
+#![deny(unsafe_code)]
 #![deny(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -13,3 +25,14 @@
     clippy::unimplemented
 )]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
+pub mod codes;
+#[allow(unsafe_code)]
+pub mod ffi;
+pub mod logic;
+pub mod messages;
+pub mod ops;
+pub mod options;
+
+#[cfg(test)]
+mod tests;

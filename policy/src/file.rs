@@ -35,6 +35,20 @@ pub struct PolicyFile {
     /// The rules, in the order used to pick among several that apply.
     #[serde(default, rename = "rule")]
     pub rules: Vec<RuleFile>,
+    /// How FIDO2 authenticators are handled, whatever the rule.
+    #[serde(default)]
+    pub fido2: Fido2File,
+}
+
+/// `[fido2]`: FIDO2 settings that apply to every rule.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fido2File {
+    /// What happens when an authenticator's signature counter goes
+    /// backwards (a cloned key, R-DEV-1): `refuse` (the default) refuses the
+    /// assertion; `suspend` also suspends the key until an officer
+    /// re-enables it.
+    pub counter_regression: Option<String>,
 }
 
 /// A workstation group.

@@ -32,8 +32,8 @@ pub use decide::{Allow, Connectivity, Context, Decision, Deny, DenyReason, NotCo
 pub use evidence::{Evidence, Factor};
 pub use factor::{BiometricProtection, Category, CategorySet, FactorKind, PublicIdentifier};
 pub use policy::{
-    Aaguid, Combination, FailureLimits, Group, GroupId, GroupSet, IdentifyBy, OfflineLimits,
-    Policy, PolicyDigest, PurposeSet, RoleSet, Rule, SessionLimits,
+    Aaguid, Combination, CounterRegression, FailureLimits, Group, GroupId, GroupSet, IdentifyBy,
+    OfflineLimits, Policy, PolicyDigest, PurposeSet, RoleSet, Rule, SessionLimits,
 };
 pub use purpose::{Purpose, UnknownPurpose};
 pub use time::{BadDuration, Seconds, UnixTime};

@@ -30,6 +30,7 @@ pub struct Policy {
     pub(crate) roles: Vec<String>,
     pub(crate) groups: Vec<Group>,
     pub(crate) rules: Vec<Rule>,
+    pub(crate) counter_regression: CounterRegression,
 }
 
 impl Policy {
@@ -68,6 +69,11 @@ impl Policy {
         &self.rules
     }
 
+    /// What happens when a FIDO2 key's signature counter goes backwards.
+    pub fn counter_regression(&self) -> CounterRegression {
+        self.counter_regression
+    }
+
     /// The set of a user's roles that the policy knows; unknown ones are left out.
     pub fn role_set<I, S>(&self, roles: I) -> RoleSet
     where
@@ -104,6 +110,44 @@ impl Policy {
             .enumerate()
             .filter(move |(i, _)| set.contains(GroupId(*i)))
             .map(|(_, g)| g.name.as_str())
+    }
+}
+
+/// What the server does when a FIDO2 authenticator's signature counter
+/// does not increase (a cloned key, or a replay; R-DEV-1). Either way the
+/// assertion does not count and the event is audited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum CounterRegression {
+    /// Refuse the assertion; the key stays usable.
+    #[default]
+    Refuse,
+    /// Refuse the assertion and suspend the key until an officer re-enables it.
+    Suspend,
+}
+
+impl CounterRegression {
+    /// Every setting.
+    pub const ALL: [CounterRegression; 2] = [CounterRegression::Refuse, CounterRegression::Suspend];
+
+    /// The name used in policy files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CounterRegression::Refuse => "refuse",
+            CounterRegression::Suspend => "suspend",
+        }
+    }
+
+    /// The setting a policy file names, if it is one.
+    pub fn parse(text: &str) -> Option<CounterRegression> {
+        CounterRegression::ALL
+            .into_iter()
+            .find(|c| c.as_str() == text)
+    }
+}
+
+impl fmt::Display for CounterRegression {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

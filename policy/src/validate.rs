@@ -8,9 +8,9 @@
 use crate::factor::{BiometricProtection, CategorySet, FactorKind, PublicIdentifier};
 use crate::file::{PolicyFile, RuleFile, SettingsFile, MAX_POLICY_BYTES};
 use crate::policy::{
-    Aaguid, Combination, FailureLimits, Group, GroupId, GroupSet, IdentifyBy, OfflineLimits,
-    Policy, PolicyDigest, PurposeSet, RoleSet, Rule, SessionLimits, MAX_COMBINATIONS, MAX_FACTORS,
-    MAX_GROUPS, MAX_ROLES, MAX_RULES,
+    Aaguid, Combination, CounterRegression, FailureLimits, Group, GroupId, GroupSet, IdentifyBy,
+    OfflineLimits, Policy, PolicyDigest, PurposeSet, RoleSet, Rule, SessionLimits,
+    MAX_COMBINATIONS, MAX_FACTORS, MAX_GROUPS, MAX_ROLES, MAX_RULES,
 };
 use crate::purpose::Purpose;
 use crate::time::Seconds;
@@ -157,6 +157,27 @@ pub fn validate(file: &PolicyFile) -> Result<Policy, Vec<Violation>> {
 
     check_overlaps(&mut v, &rules, &roles, &groups);
 
+    let counter_regression = match file.fido2.counter_regression.as_deref() {
+        None => CounterRegression::default(),
+        Some(text) => CounterRegression::parse(text).unwrap_or_else(|| {
+            v.push(
+                Violation::new(
+                    Code::UnknownName,
+                    format!(
+                        "fido2.counter_regression: unknown setting {:?} (known: refuse, suspend)",
+                        truncate(text)
+                    ),
+                    format!(
+                        "fido2.counter_regression: 不明な設定 {:?}(使用可能: refuse, suspend)",
+                        truncate(text)
+                    ),
+                )
+                .in_rule("[fido2]"),
+            );
+            CounterRegression::default()
+        }),
+    };
+
     if !v.is_empty() {
         return Err(v);
     }
@@ -179,6 +200,7 @@ pub fn validate(file: &PolicyFile) -> Result<Policy, Vec<Violation>> {
         roles,
         groups: group_list,
         rules,
+        counter_regression,
     };
     policy.digest = digest(&policy);
     Ok(policy)
@@ -1047,7 +1069,7 @@ fn canonical_json(policy: &Policy) -> Value {
             })
         })
         .collect();
-    json!({
+    let mut canonical = json!({
         "format": 1,
         "version": policy.version,
         "name": policy.name,
@@ -1055,5 +1077,11 @@ fn canonical_json(policy: &Policy) -> Value {
         "roles": sorted(policy.roles.clone()),
         "groups": policy.groups.iter().map(|g| json!({"name": g.name, "description": g.description})).collect::<Vec<_>>(),
         "rules": rules,
-    })
+    });
+    // Only when not the default, so that the digests of policies written
+    // before the setting existed stay what they were.
+    if policy.counter_regression != CounterRegression::default() {
+        canonical["fido2"] = json!({ "counter_regression": policy.counter_regression.as_str() });
+    }
+    canonical
 }

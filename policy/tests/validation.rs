@@ -452,3 +452,49 @@ allow = [["smartcard", "card_pin"]]
     assert_eq!(sess.len(), 1, "{found:#?}");
     assert_eq!(sess[0].rule.as_deref(), Some("[defaults]"));
 }
+
+#[test]
+fn fido2_counter_regression_is_refuse_or_suspend() {
+    let base = policy_text(r#"[["fido2_uv"]]"#, "");
+    let default = Policy::from_toml(&base).unwrap();
+    assert_eq!(
+        default.counter_regression(),
+        clinauth_policy::CounterRegression::Refuse
+    );
+    for (setting, expected) in [
+        ("refuse", clinauth_policy::CounterRegression::Refuse),
+        ("suspend", clinauth_policy::CounterRegression::Suspend),
+    ] {
+        let text = format!("{base}\n[fido2]\ncounter_regression = \"{setting}\"\n");
+        let policy = Policy::from_toml(&text).unwrap();
+        assert_eq!(policy.counter_regression(), expected);
+    }
+    // The default written out or left out is the same policy.
+    let explicit = Policy::from_toml(&format!(
+        "{base}\n[fido2]\ncounter_regression = \"refuse\"\n"
+    ))
+    .unwrap();
+    assert_eq!(explicit.digest(), default.digest());
+    let suspend = Policy::from_toml(&format!(
+        "{base}\n[fido2]\ncounter_regression = \"suspend\"\n"
+    ))
+    .unwrap();
+    assert_ne!(suspend.digest(), default.digest());
+
+    let found = violations(&format!(
+        "{base}\n[fido2]\ncounter_regression = \"ignore\"\n"
+    ));
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert_eq!(found[0].code, Code::UnknownName);
+    assert!(found[0].en.contains("refuse, suspend"), "{}", found[0].en);
+    assert!(
+        found[0].ja.contains("counter_regression"),
+        "{}",
+        found[0].ja
+    );
+    // Unknown keys in [fido2] are a parse error, like everywhere else.
+    assert!(matches!(
+        Policy::from_toml(&format!("{base}\n[fido2]\ncounter = \"suspend\"\n")),
+        Err(PolicyError::Parse(_))
+    ));
+}

@@ -47,6 +47,41 @@ pub enum Request {
     Cancel {},
     /// Ask for the agent's status.
     Status {},
+    /// May `user` use this workstation now (PAM `acct_mgmt`)? Answered by
+    /// [`Reply::AccountResult`].
+    Account {
+        /// The user.
+        user: UserName,
+        /// The PAM service name.
+        service: Label,
+    },
+    /// A PAM session opened for `user` (PAM `open_session`): the agent binds
+    /// the card of the user's last authentication to it, so that removing
+    /// the card locks it (R-SESS-2). Answered by [`Reply::SessionOpened`].
+    OpenSession {
+        /// The session's user.
+        user: UserName,
+        /// The PAM service name.
+        service: Label,
+        /// The logind session ID (`XDG_SESSION_ID`), when PAM knows it; else
+        /// the agent asks logind for the session of the caller's process.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        session_id: Option<Label>,
+        /// The PAM tty, if any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tty: Option<Label>,
+    },
+    /// The PAM session closed (PAM `close_session`): the agent forgets the
+    /// binding. Answered by [`Reply::SessionClosed`].
+    CloseSession {
+        /// The session's user.
+        user: UserName,
+        /// The PAM service name.
+        service: Label,
+        /// As in [`Request::OpenSession`].
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        session_id: Option<Label>,
+    },
 }
 
 /// Agent → client.
@@ -109,6 +144,24 @@ pub enum Reply {
         /// Whether a card is in the reader.
         card_present: bool,
     },
+    /// The answer to [`Request::Account`].
+    AccountResult {
+        /// Allowed or denied.
+        outcome: Outcome,
+        /// Why it was denied.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<Text>,
+    },
+    /// The answer to [`Request::OpenSession`].
+    SessionOpened {
+        /// The logind session the agent bound.
+        session_id: Label,
+        /// Whether a card is bound to it (removing that card locks the
+        /// session).
+        card_bound: bool,
+    },
+    /// The answer to [`Request::CloseSession`].
+    SessionClosed {},
     /// The request failed. See [`ErrorCode::closes_connection`].
     Error {
         /// What kind of failure.
@@ -290,6 +343,21 @@ mod tests {
             },
             Request::Cancel {},
             Request::Status {},
+            Request::Account {
+                user: user("yamada"),
+                service: label("gdm-password"),
+            },
+            Request::OpenSession {
+                user: user("yamada"),
+                service: label("gdm-password"),
+                session_id: Some(label("c2")),
+                tty: None,
+            },
+            Request::CloseSession {
+                user: user("yamada"),
+                service: label("login"),
+                session_id: None,
+            },
         ]
     }
 
@@ -343,6 +411,15 @@ mod tests {
                 session_user: None,
                 card_present: true,
             },
+            Reply::AccountResult {
+                outcome: Outcome::Deny,
+                reason: Some(text("the account is suspended")),
+            },
+            Reply::SessionOpened {
+                session_id: label("c2"),
+                card_bound: true,
+            },
+            Reply::SessionClosed {},
             Reply::Error {
                 code: ErrorCode::UnknownUser,
                 message: text("no such user"),

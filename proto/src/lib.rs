@@ -13,7 +13,9 @@
 //!   bad frame);
 //! - [`fuzzing`]: the function the fuzz target runs;
 //! - [`ticket`]: the server-signed ticket (JWS, EdDSA) the agent and apps verify;
-//! - [`workstation`]: the bodies of the workstation API (begin, finish) over mTLS.
+//! - [`workstation`]: the bodies of the workstation API (begin, finish) over mTLS;
+//! - [`offline`]: the server-signed offline bundle (R-OFF-1);
+//! - [`events`]: the agent's spooled audit events uploaded to the server.
 #![forbid(unsafe_code)]
 #![deny(
     clippy::unwrap_used,
@@ -37,8 +39,11 @@
 pub mod agent;
 pub mod client;
 pub mod envelope;
+pub mod events;
 pub mod frame;
 pub mod fuzzing;
+mod jws;
+pub mod offline;
 pub mod secret;
 pub mod serve;
 pub mod text;

@@ -8,11 +8,10 @@
 //! any other algorithm, `none` included, is refused. See
 //! `docs/agent-protocol.md` for the claims.
 
+use crate::jws::{self, JwsError};
 use crate::text::MAX_TICKET_LEN;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use clinauth_policy::Purpose;
-use ring::signature::{Ed25519KeyPair, UnparsedPublicKey, ED25519};
+use ring::signature::Ed25519KeyPair;
 use serde::{Deserialize, Serialize};
 
 /// The `typ` every ticket carries.
@@ -54,14 +53,6 @@ pub struct Claims {
     pub review: bool,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Header {
-    alg: String,
-    typ: String,
-    kid: String,
-}
-
 /// Why a ticket was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TicketError {
@@ -90,72 +81,20 @@ pub const SKEW: i64 = 30;
 
 /// Signs claims with the server's ticket key.
 pub fn sign(claims: &Claims, key: &Ed25519KeyPair, kid: &str) -> Result<String, TicketError> {
-    let header = Header {
-        alg: "EdDSA".into(),
-        typ: TICKET_TYPE.into(),
-        kid: kid.into(),
-    };
-    let header = serde_json::to_vec(&header).map_err(|_| TicketError::Sign)?;
     let payload = serde_json::to_vec(claims).map_err(|_| TicketError::Sign)?;
-    let mut token = URL_SAFE_NO_PAD.encode(header);
-    token.push('.');
-    token.push_str(&URL_SAFE_NO_PAD.encode(payload));
-    let signature = key.sign(token.as_bytes());
-    token.push('.');
-    token.push_str(&URL_SAFE_NO_PAD.encode(signature.as_ref()));
-    if token.len() > MAX_TICKET_LEN {
-        return Err(TicketError::Sign);
-    }
-    Ok(token)
+    jws::sign(TICKET_TYPE, kid, &payload, key, MAX_TICKET_LEN).map_err(from_jws)
 }
 
 /// The `kid` of a ticket, read before its signature is checked, to choose
 /// the key. Nothing else in an unverified ticket may be trusted.
 pub fn key_id(token: &str) -> Result<String, TicketError> {
-    let (header, _, _) = split(token)?;
-    Ok(parse_header(header)?.kid)
-}
-
-fn split(token: &str) -> Result<(&str, &str, &str), TicketError> {
-    if token.len() > MAX_TICKET_LEN {
-        return Err(TicketError::Format);
-    }
-    let mut parts = token.split('.');
-    match (parts.next(), parts.next(), parts.next(), parts.next()) {
-        (Some(h), Some(p), Some(s), None) if !h.is_empty() && !p.is_empty() && !s.is_empty() => {
-            Ok((h, p, s))
-        }
-        _ => Err(TicketError::Format),
-    }
-}
-
-fn parse_header(header: &str) -> Result<Header, TicketError> {
-    let bytes = URL_SAFE_NO_PAD
-        .decode(header)
-        .map_err(|_| TicketError::Format)?;
-    let header: Header = serde_json::from_slice(&bytes).map_err(|_| TicketError::Header)?;
-    if header.alg != "EdDSA" || header.typ != TICKET_TYPE || header.kid.len() > 128 {
-        return Err(TicketError::Header);
-    }
-    Ok(header)
+    jws::key_id(token, TICKET_TYPE, MAX_TICKET_LEN).map_err(from_jws)
 }
 
 /// Verifies a ticket's signature with the server's Ed25519 public key and
 /// its validity at `now` (seconds), and returns its claims.
 pub fn verify(token: &str, public_key: &[u8], now: i64) -> Result<Claims, TicketError> {
-    let (header, payload, signature) = split(token)?;
-    parse_header(header)?;
-    let signature = URL_SAFE_NO_PAD
-        .decode(signature)
-        .map_err(|_| TicketError::Format)?;
-    let signed_len = header.len() + 1 + payload.len();
-    let signed = token.get(..signed_len).ok_or(TicketError::Format)?;
-    UnparsedPublicKey::new(&ED25519, public_key)
-        .verify(signed.as_bytes(), &signature)
-        .map_err(|_| TicketError::Signature)?;
-    let payload = URL_SAFE_NO_PAD
-        .decode(payload)
-        .map_err(|_| TicketError::Format)?;
+    let payload = jws::verify(token, TICKET_TYPE, MAX_TICKET_LEN, public_key).map_err(from_jws)?;
     let claims: Claims = serde_json::from_slice(&payload).map_err(|_| TicketError::Claims)?;
     if now > claims.exp.saturating_add(SKEW) || now < claims.iat.saturating_sub(SKEW) {
         return Err(TicketError::Time);
@@ -163,9 +102,20 @@ pub fn verify(token: &str, public_key: &[u8], now: i64) -> Result<Claims, Ticket
     Ok(claims)
 }
 
+fn from_jws(e: JwsError) -> TicketError {
+    match e {
+        JwsError::Format => TicketError::Format,
+        JwsError::Header => TicketError::Header,
+        JwsError::Signature => TicketError::Signature,
+        JwsError::SignHeader | JwsError::TooLarge => TicketError::Sign,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
     use ring::rand::SystemRandom;
     use ring::signature::KeyPair;
 

@@ -177,6 +177,32 @@ pub enum FinishResponse {
     },
 }
 
+/// `POST /v1/auth/account`: may this user use this workstation now (PAM
+/// `acct_mgmt`)? Nothing is proven here; it only refuses early what a
+/// login would refuse anyway.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountRequest {
+    /// The user.
+    pub user: String,
+    /// What for.
+    pub purpose: Purpose,
+}
+
+/// The answer to account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountResponse {
+    /// Whether the user may go on to authenticate here.
+    pub allowed: bool,
+    /// Why not, in English.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Why not, in Japanese.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason_ja: Option<String>,
+}
+
 /// An error body (any 4xx/5xx of the server's APIs).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -242,7 +242,9 @@ async fn server() -> Server {
     .card(USER, &card.cert, &card.trust, true, now_ms)
     .await
     .unwrap();
+    let commits = clinauth_server::auth::commit::Committer::new(store.clone(), keys.clone());
     let auth = AuthService {
+        commits,
         store,
         policy,
         keys,

@@ -4,7 +4,8 @@
 
 (function () {
   var TICKET_KEY = 'clinauth.officer.ticket';
-  var VIEWS = ['users', 'workstations', 'devices', 'policies', 'audit'];
+  var VIEWS = ['users', 'workstations', 'devices', 'policies', 'reviews', 'audit'];
+  var NOTE_MAX = 2000;
   var USER_STATES = ['active', 'suspended', 'disabled'];
   var DEVICE_STATES = ['active', 'suspended', 'decommissioned'];
   var AUDIT_PAGE = 50;
@@ -252,6 +253,46 @@
     });
   }
 
+  // A pending break-glass item: outcome, note and a Close button.
+  function reviewControl(r) {
+    var outcome = el('select', { 'aria-label': 'Outcome for ' + r.id + ' / 確認結果' },
+      el('option', { value: 'justified', text: 'justified / 正当' }),
+      el('option', { value: 'unjustified', text: 'unjustified / 不当' }));
+    var note = el('textarea', { rows: '2', maxlength: String(NOTE_MAX), required: 'required',
+      'aria-label': 'Note for ' + r.id + ' / メモ', placeholder: 'Note / メモ', className: 'note' });
+    var btn = el('button', { type: 'button', className: 'close-review' }, bi('Close', '完了'));
+    btn.addEventListener('click', function () {
+      var text = note.value.trim();
+      if (!text) {
+        showError(bi('Write a note first.', 'メモを記入してください。'));
+        note.focus();
+        return;
+      }
+      showError(null);
+      btn.disabled = true;
+      api('POST', '/v1/officer/reviews/' + encodeURIComponent(r.id), { outcome: outcome.value, note: text }).then(function () {
+        status(bi('Review of ' + r.user + ' closed as ' + outcome.value + '.', r.user + ' の緊急アクセスを確認済みにしました。'));
+        return loadReviews();
+      }, failed).then(function () { btn.disabled = false; });
+    });
+    return el('div', { className: 'control review-control' }, outcome, note, btn);
+  }
+
+  function loadReviews() {
+    return api('GET', '/v1/officer/reviews?state=pending').then(function (r) {
+      var list = (r.data && r.data.reviews) || [];
+      fill('reviews-table', list.map(function (x) {
+        return el('tr', { 'data-review': x.id },
+          el('td', { className: 'time', text: time(x.created_at) }),
+          el('th', { scope: 'row', text: x.user }),
+          el('td', { text: x.workstation }),
+          el('td', null, el('span', { text: x.rule }), el('br'), el('small', { text: (x.factors || []).join(' + ') })),
+          el('td', { text: '#' + x.audit_seq }),
+          el('td', null, reviewControl(x)));
+      }), bi('No break-glass access waits for review.', '確認待ちの緊急アクセスはありません。'), 6);
+    });
+  }
+
   function showViolations(out, err) {
     out.appendChild(el('p', { className: 'refused' }, bi('The policy was refused.', 'ポリシーは拒否されました。'),
       document.createTextNode(' '), el('span', { className: 'message', text: err.message })));
@@ -397,6 +438,7 @@
     workstations: loadWorkstations,
     devices: loadDevices,
     policies: loadPolicies,
+    reviews: loadReviews,
     audit: loadAudit
   };
 

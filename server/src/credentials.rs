@@ -111,7 +111,7 @@ pub async fn fido2_credentials(
         "SELECT id, public_data FROM credentials WHERE user_id = $1 AND kind = 'fido2' AND state = 'active' ORDER BY id",
     )
     .bind(user)
-    .fetch_all(store.pool())
+    .fetch_all(store.reader())
     .await?;
     let mut out = Vec::with_capacity(rows.len());
     for row in rows {
@@ -121,6 +121,84 @@ pub async fn fido2_credentials(
         let credential = Fido2Credential::from_json(&text)
             .map_err(|e| CredentialError::Crypto(e.to_string()))?;
         out.push((row.try_get("id")?, credential));
+    }
+    Ok(out)
+}
+
+/// The state of a FIDO2 credential row and its owner, if it exists.
+pub async fn fido2_state(
+    store: &Store,
+    row_id: &str,
+) -> Result<Option<(String, String)>, CredentialError> {
+    let row =
+        sqlx::query("SELECT user_id, state FROM credentials WHERE id = $1 AND kind = 'fido2'")
+            .bind(row_id)
+            .fetch_optional(store.reader())
+            .await?;
+    let Some(row) = row else { return Ok(None) };
+    Ok(Some((row.try_get("user_id")?, row.try_get("state")?)))
+}
+
+/// Changes the state of a FIDO2 credential (suspended after a counter
+/// regression, re-enabled by an officer) inside the caller's transaction.
+/// Returns the state it had, or `None` when there is no such credential.
+pub async fn set_fido2_state(
+    tx: &mut crate::store::Tx,
+    row_id: &str,
+    state: crate::directory::DeviceState,
+) -> Result<Option<String>, StoreError> {
+    let before: Option<String> =
+        sqlx::query_scalar("SELECT state FROM credentials WHERE id = $1 AND kind = 'fido2'")
+            .bind(row_id)
+            .fetch_optional(&mut **tx)
+            .await?;
+    if before.is_some() {
+        sqlx::query("UPDATE credentials SET state = $1 WHERE id = $2 AND kind = 'fido2'")
+            .bind(state.as_str())
+            .bind(row_id)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(before)
+}
+
+/// Every FIDO2 credential as a device of kind `fido2_token` (R-DEV-1), for
+/// the officer's device listing: its ID is the credential row ID
+/// (`fido2:<credential ID in hex>`), its state the credential's.
+pub async fn fido2_devices(store: &Store) -> Result<Vec<crate::directory::Device>, StoreError> {
+    use crate::directory::{Device, DeviceKind, DeviceState};
+    let rows = sqlx::query(
+        "SELECT id, user_id, public_data, counter, state, created_at, last_used FROM credentials WHERE kind = 'fido2' ORDER BY id",
+    )
+    .fetch_all(store.pool())
+    .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        let state: String = row.try_get("state")?;
+        let bytes: Vec<u8> = row
+            .try_get::<Option<Vec<u8>>, _>("public_data")?
+            .unwrap_or_default();
+        let credential = std::str::from_utf8(&bytes)
+            .ok()
+            .and_then(|t| Fido2Credential::from_json(t).ok());
+        let counter: i64 = row.try_get("counter")?;
+        out.push(Device {
+            id: row.try_get("id")?,
+            kind: DeviceKind::Fido2Token,
+            owner: Some(row.try_get("user_id")?),
+            description: "FIDO2 authenticator".into(),
+            public_key: None,
+            attributes: json!({
+                "counter": credential.as_ref().map(|c| i64::from(c.counter())).unwrap_or(counter),
+                "aaguid": credential.as_ref().and_then(|c| c.aaguid()).map(|a| a.to_string()),
+                "user_verified_at_registration": credential.as_ref().map(|c| c.user_verified_at_registration()),
+            }),
+            state: state
+                .parse::<DeviceState>()
+                .map_err(|e| StoreError::Corrupt(format!("credential state: {e}")))?,
+            last_contact: row.try_get("last_used")?,
+            created_at: row.try_get("created_at")?,
+        });
     }
     Ok(out)
 }
@@ -147,7 +225,7 @@ pub async fn card(
 ) -> Result<Option<EnrolledCard>, CredentialError> {
     let row = sqlx::query("SELECT user_id, counter FROM credentials WHERE id = $1 AND kind = 'card' AND state = 'active'")
         .bind(card_id(certificate))
-        .fetch_optional(store.pool())
+        .fetch_optional(store.reader())
         .await?;
     let Some(row) = row else { return Ok(None) };
     Ok(Some(EnrolledCard {
@@ -517,7 +595,7 @@ impl Enroller<'_> {
 pub async fn pin_hash(store: &Store, user: &str) -> Result<Option<String>, CredentialError> {
     let row = sqlx::query("SELECT secret FROM credentials WHERE id = $1 AND state = 'active'")
         .bind(pin_id(user))
-        .fetch_optional(store.pool())
+        .fetch_optional(store.reader())
         .await?;
     let Some(row) = row else { return Ok(None) };
     let bytes: Vec<u8> = row.try_get("secret")?;
@@ -535,7 +613,7 @@ pub async fn totp_secret(
     let row =
         sqlx::query("SELECT secret, counter FROM credentials WHERE id = $1 AND state = 'active'")
             .bind(totp_id(user))
-            .fetch_optional(store.pool())
+            .fetch_optional(store.reader())
             .await?;
     let Some(row) = row else { return Ok(None) };
     let sealed: Vec<u8> = row.try_get("secret")?;
@@ -557,7 +635,7 @@ pub async fn templates(
         "SELECT secret FROM credentials WHERE user_id = $1 AND kind = 'biometric_template' AND state = 'active' ORDER BY id",
     )
     .bind(user)
-    .fetch_all(store.pool())
+    .fetch_all(store.reader())
     .await?;
     let mut out = Vec::with_capacity(rows.len());
     for row in rows {

@@ -299,7 +299,7 @@ pub async fn user(store: &Store, id: &str) -> Result<Option<User>, StoreError> {
         "SELECT id, display_name, roles, state, created_at, updated_at FROM users WHERE id = $1",
     )
     .bind(id)
-    .fetch_optional(store.pool())
+    .fetch_optional(store.reader())
     .await?;
     row.as_ref().map(user_from_row).transpose()
 }
@@ -417,7 +417,7 @@ pub async fn workstation_by_cert(
          FROM workstations WHERE cert_sha256 = $1",
     )
     .bind(cert_sha256.to_ascii_lowercase())
-    .fetch_optional(store.pool())
+    .fetch_optional(store.reader())
     .await?;
     row.as_ref().map(workstation_from_row).transpose()
 }
@@ -579,7 +579,7 @@ pub async fn device(store: &Store, id: &str) -> Result<Option<Device>, StoreErro
          FROM devices WHERE id = $1",
     )
     .bind(id)
-    .fetch_optional(store.pool())
+    .fetch_optional(store.reader())
     .await?;
     row.as_ref().map(device_from_row).transpose()
 }

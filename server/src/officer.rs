@@ -281,6 +281,8 @@ impl Officer<'_> {
         )
         .await?;
         tx.commit().await?;
+        // Connections that cached the row read it again (R-TLS-2).
+        crate::api::workstation::invalidate_workstations();
         Ok(())
     }
 
@@ -415,18 +417,110 @@ impl Officer<'_> {
         now_ms: i64,
     ) -> Result<(), OfficerError> {
         let mut tx = self.store.begin().await?;
-        directory::set_device_state(&mut tx, id, state, now_ms).await?;
-        self.log(
-            &mut tx,
-            "device.state",
-            id,
-            json!({ "state": state }),
-            now_ms,
-        )
-        .await?;
+        let detail = if id.starts_with("fido2:") {
+            // A FIDO2 key: its state lives on its credential (suspended
+            // after a sign-counter regression, re-enabled here).
+            let before = crate::credentials::set_fido2_state(&mut tx, id, state)
+                .await?
+                .ok_or_else(|| StoreError::NotFound(format!("device {id}")))?;
+            json!({ "state": state, "kind": "fido2_token", "previous": before })
+        } else {
+            directory::set_device_state(&mut tx, id, state, now_ms).await?;
+            json!({ "state": state })
+        };
+        self.log(&mut tx, "device.state", id, detail, now_ms)
+            .await?;
         tx.commit().await?;
         Ok(())
     }
+}
+
+impl Officer<'_> {
+    /// Closes a pending break-glass review item with an outcome and a note
+    /// (R-EMERG-1). Refused, and audited as refused, for the officer's own
+    /// break-glass access, an item already closed, or a bad note.
+    pub async fn close_review(
+        &self,
+        id: &str,
+        outcome: crate::review::Outcome,
+        note: &str,
+        now_ms: i64,
+    ) -> Result<crate::review::Review, ReviewCloseError> {
+        let result = self.close_review_inner(id, outcome, note, now_ms).await;
+        if let Err(e) = &result {
+            let mut event = self.event(
+                "review.close",
+                &id.chars().take(64).collect::<String>(),
+                json!({ "error": e.to_string(), "outcome": outcome.as_str() }),
+                now_ms,
+            );
+            event.outcome = "refused".into();
+            audit::record(self.store, self.key, &event)
+                .await
+                .map_err(|e| ReviewCloseError::Store(e.to_string()))?;
+        }
+        result
+    }
+
+    async fn close_review_inner(
+        &self,
+        id: &str,
+        outcome: crate::review::Outcome,
+        note: &str,
+        now_ms: i64,
+    ) -> Result<crate::review::Review, ReviewCloseError> {
+        let mut tx = self.store.begin().await?;
+        let item = crate::review::close(&mut tx, id, self.actor, outcome, note, now_ms).await?;
+        audit::append(
+            &mut tx,
+            self.store.backend(),
+            self.key,
+            &self.event(
+                "review.close",
+                id,
+                json!({
+                    "outcome": outcome.as_str(),
+                    "note": note,
+                    "user": item.user,
+                    "workstation": item.workstation,
+                    "purpose": item.purpose,
+                    "audit_seq": item.audit_seq,
+                }),
+                now_ms,
+            ),
+        )
+        .await
+        .map_err(|e| ReviewCloseError::Store(e.to_string()))?;
+        tx.commit().await.map_err(StoreError::Db)?;
+        Ok(item)
+    }
+}
+
+/// Why a review could not be closed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReviewCloseError {
+    /// Refused: not found, closed, own access, bad note.
+    #[error(transparent)]
+    Review(#[from] crate::review::ReviewError),
+    /// Storage or audit failed.
+    #[error("storage: {0}")]
+    Store(String),
+}
+
+impl From<StoreError> for ReviewCloseError {
+    fn from(e: StoreError) -> Self {
+        ReviewCloseError::Review(crate::review::ReviewError::Store(e))
+    }
+}
+
+/// Every device for the officer's listing (R-DEV-1): registered devices
+/// (readers, badges) and FIDO2 keys (kind `fido2_token`, ID `fido2:<hex>`,
+/// with the state of their credential), in ID order.
+pub async fn device_listing(store: &Store) -> Result<Vec<directory::Device>, StoreError> {
+    let mut list = directory::devices(store).await?;
+    list.extend(crate::credentials::fido2_devices(store).await?);
+    list.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(list)
 }
 
 /// Audit entries as JSON Lines (one entry per line), from `after` on.

@@ -107,6 +107,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     }
     let card_trust = card_trust::load(&config.smartcard).map_err(fail("smartcard trust"))?;
     let fido2 = fido2_verifier(&config).map_err(fail("fido2"))?;
+    let commits = crate::auth::commit::Committer::new(store.clone(), keys.clone());
     let auth = AuthService {
         store: store.clone(),
         policy: policy.clone(),
@@ -119,7 +120,12 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         hashing: Arc::new(crate::auth::hashing::Hashing::new(
             config.auth.max_concurrent_hashes,
         )),
-        verifiers: Arc::new(Verifiers { card_trust, fido2 }),
+        verifiers: Arc::new(Verifiers {
+            card_trust,
+            fido2,
+            ..Verifiers::default()
+        }),
+        commits,
     };
     let metrics = Arc::new(Metrics::default());
 

@@ -76,7 +76,7 @@
 //! in a configuration rebuilt after `clinauthctl pki revoke` (on SIGHUP, say)
 //! without dropping the listener.
 
-use crate::api::workstation::PeerFingerprint;
+use crate::api::workstation::{ConnectionCache, PeerFingerprint};
 use axum::extract::ConnectInfo;
 use axum::Router;
 use clinauth_policy::Seconds;
@@ -761,11 +761,14 @@ async fn connection(
     let fingerprint = peer_fingerprint(tls.get_ref().1);
     tracing::debug!(%peer, fingerprint = ?fingerprint, "TLS connection");
 
+    // The connection's workstation row, reused for a short time.
+    let cache = ConnectionCache::default();
     let service = tower::ServiceExt::map_request(
         router,
         move |mut req: axum::http::Request<hyper::body::Incoming>| {
             if let Some(fp) = &fingerprint {
                 req.extensions_mut().insert(PeerFingerprint(fp.clone()));
+                req.extensions_mut().insert(cache.clone());
             }
             req.extensions_mut().insert(ConnectInfo(peer));
             req

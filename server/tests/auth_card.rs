@@ -135,6 +135,7 @@ async fn setup() -> (TestDb, Fixture, Pki, Card, Card) {
         Verifiers {
             card_trust: trust,
             fido2: None,
+            ..Verifiers::default()
         },
     )
     .await;
@@ -279,6 +280,7 @@ async fn revoked_unenrolled_and_foreign_cards_are_refused() {
     f.auth.verifiers = std::sync::Arc::new(Verifiers {
         card_trust: card_trust::load(&pki.section(&[2])).unwrap(),
         fido2: None,
+        ..Verifiers::default()
     });
     let r = attempt(&f, "clerk.sato", |n| {
         sato.evidence(

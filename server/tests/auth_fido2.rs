@@ -34,6 +34,7 @@ async fn setup() -> (TestDb, Fixture) {
         Verifiers {
             card_trust: Default::default(),
             fido2: Some(verifier),
+            ..Verifiers::default()
         },
     )
     .await;

@@ -171,3 +171,43 @@ fn simulate_refuses_unknown_evidence_and_bad_durations() {
     assert_eq!(code, 2, "{out}");
     assert!(out.contains("policy check"), "{out}");
 }
+
+#[test]
+fn fido2_counter_regression_setting_is_checked_and_summarised() {
+    let (code, out) = run(&["policy", "check", "examples/policy/hospital.toml"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("FIDO2 sign-counter regression (possible cloned key): refuse the assertion"),
+        "{out}"
+    );
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/policy/hospital.toml"
+    ))
+    .unwrap();
+    let dir = std::env::temp_dir().join(format!("clinauthctl-fido2-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let suspend = dir.join("suspend.toml");
+    std::fs::write(
+        &suspend,
+        format!("{text}\n[fido2]\ncounter_regression = \"suspend\"\n"),
+    )
+    .unwrap();
+    let (code, out) = run(&["policy", "check", suspend.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("suspend the key until an officer re-enables it"),
+        "{out}"
+    );
+    let wrong = dir.join("wrong.toml");
+    std::fs::write(
+        &wrong,
+        format!("{text}\n[fido2]\ncounter_regression = \"ignore\"\n"),
+    )
+    .unwrap();
+    let (code, out) = run(&["policy", "check", wrong.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("POLICY-UNKNOWN-NAME"), "{out}");
+    assert!(out.contains("counter_regression"), "{out}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -290,7 +290,51 @@ async fn console_lists_users_shows_policy_history_and_api_errors_in_chromium() {
     let last = entries.last().unwrap().seq;
     assert!(last > 60, "{last}");
 
+    // A break-glass access waiting for review, as the server records one.
+    let review_id = "0123456789abcdef0123456789abcdef";
+    {
+        let store = &server.auth.store;
+        let mut tx = store.begin().await.unwrap();
+        let entry = clinauth_server::audit::append(
+            &mut tx,
+            store.backend(),
+            &server.auth.keys.audit,
+            &clinauth_server::audit::Event {
+                at_ms: clock::now_ms(),
+                actor: "dr.sato".into(),
+                workstation: Some("ward3-ws01".into()),
+                action: "auth.finish".into(),
+                target: None,
+                outcome: "allow".into(),
+                detail: serde_json::json!({ "purpose": "break_glass", "review": true }),
+            },
+        )
+        .await
+        .unwrap();
+        clinauth_server::review::create(
+            &mut tx,
+            &clinauth_server::review::NewReview {
+                id: review_id,
+                user: "dr.sato",
+                workstation: "ward3-ws01",
+                purpose: "break_glass",
+                rule: "break-glass",
+                factors: &["badge".into(), "server_pin".into()],
+                audit_seq: entry.seq,
+            },
+            clock::now_ms(),
+        )
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+    }
+    let entries = clinauth_server::audit::page(&server.auth.store, 0, 1000)
+        .await
+        .unwrap();
+    let last = entries.last().unwrap().seq;
+
     let login = officer_ticket(&server, "officer.ito", Purpose::Login);
+    let reviews = browse_async(format!("{base}#ticket={good}&view=reviews"), "--dump-dom");
     let (users, policies, workstations, audit, devices, refused) = tokio::join!(
         browse_async(format!("{base}#ticket={good}&view=users"), "--dump-dom"),
         browse_async(format!("{base}#ticket={good}&view=policies"), "--dump-dom"),
@@ -360,6 +404,18 @@ async fn console_lists_users_shows_policy_history_and_api_errors_in_chromium() {
     );
     assert_eq!(audit.matches("data-seq=").count(), 50, "{audit}");
 
+    // Break-glass reviews: the pending item with an outcome, a note and a Close button.
+    let reviews = reviews.await;
+    assert!(reviews.contains(r#"data-loaded="reviews""#), "{reviews}");
+    assert!(
+        reviews.contains(&format!(r#"data-review="{review_id}""#)),
+        "{reviews}"
+    );
+    assert!(reviews.contains("緊急アクセスの事後確認"), "{reviews}");
+    assert!(reviews.contains(r#"value="unjustified""#), "{reviews}");
+    assert!(reviews.contains(r#"class="close-review""#), "{reviews}");
+    assert!(reviews.contains("badge + server_pin"), "{reviews}");
+
     // A ticket the API refuses: its message is shown to the officer.
     assert!(
         refused.contains("use a ticket from a step_up authentication"),
@@ -378,6 +434,7 @@ async fn console_lists_users_shows_policy_history_and_api_errors_in_chromium() {
             ("users", &good, "users"),
             ("policies", &good, "policies"),
             ("audit", &good, "audit"),
+            ("reviews", &good, "reviews"),
             ("refused", &login, "users"),
         ] {
             let url = format!("{base}#ticket={t}&view={view}");

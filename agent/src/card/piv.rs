@@ -249,7 +249,28 @@ impl CardSession<PcscTransport> {
     pub fn connect(reader: &str, opts: ConnectOptions) -> Result<Self, CardError> {
         Self::open(PcscTransport::connect(reader, opts)?)
     }
+
+    /// [`CardSession::connect`], waiting up to [`BUSY_WAIT`] while another
+    /// holder finishes with the card: most often the agent's own reader
+    /// watcher, which reads a card's identity in shared mode when it is
+    /// inserted or reset (as at the end of an abandoned login). A card still
+    /// held after that is [`CardError::Busy`].
+    pub fn connect_when_free(reader: &str, opts: ConnectOptions) -> Result<Self, CardError> {
+        let deadline = std::time::Instant::now() + BUSY_WAIT;
+        loop {
+            match Self::connect(reader, opts) {
+                Err(CardError::Busy) if std::time::Instant::now() + BUSY_RETRY < deadline => {
+                    std::thread::sleep(BUSY_RETRY);
+                }
+                other => return other,
+            }
+        }
+    }
 }
+
+/// How long [`CardSession::connect_when_free`] waits for a busy card.
+pub const BUSY_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+const BUSY_RETRY: std::time::Duration = std::time::Duration::from_millis(50);
 
 impl<T: Transport> CardSession<T> {
     /// Selects the PIV application over `transport`.

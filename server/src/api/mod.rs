@@ -3,7 +3,9 @@
 //! so bad input always gets a 4xx with a reason, never a 500 or a panic.
 
 pub mod console;
+pub mod events;
 pub mod officer;
+pub mod offline;
 pub mod workstation;
 
 use axum::body::Bytes;

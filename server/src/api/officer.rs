@@ -74,6 +74,8 @@ pub fn router(api: OfficerApi) -> Router {
         .route("/v1/policies", get(policies).post(activate_policy))
         .route("/v1/audit", get(audit_page))
         .route("/v1/audit/verify", get(audit_verify))
+        .route("/v1/officer/reviews", get(list_reviews))
+        .route("/v1/officer/reviews/{id}", post(close_review))
         .merge(super::console::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -648,7 +650,7 @@ async fn list_devices(
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
     caller(&api, &headers).await?;
-    let list = directory::devices(&api.auth.store)
+    let list = crate::officer::device_listing(&api.auth.store)
         .await
         .map_err(internal)?;
     Ok(Json(json!({ "devices": list })))
@@ -791,4 +793,92 @@ async fn audit_verify(
         "head": report.head.map(|(seq, hash)| json!({ "seq": seq, "hash": audit::hex(&hash) })),
         "breaks": breaks,
     })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReviewQuery {
+    /// `pending` (default), `closed` or `all`.
+    #[serde(default = "pending")]
+    state: String,
+    #[serde(default = "default_limit")]
+    limit: i64,
+}
+
+fn pending() -> String {
+    "pending".into()
+}
+
+/// The break-glass review queue (R-EMERG-1), oldest first.
+async fn list_reviews(
+    State(api): State<OfficerApi>,
+    headers: HeaderMap,
+    query: Result<Query<ReviewQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    caller(&api, &headers).await?;
+    let Query(q) = query
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.body_text()))?;
+    let state =
+        match q.state.as_str() {
+            "all" => None,
+            other => Some(other.parse::<crate::review::ReviewState>().map_err(|e| {
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.to_string())
+            })?),
+        };
+    let items = crate::review::list(&api.auth.store, state, q.limit)
+        .await
+        .map_err(internal)?;
+    Ok(Json(json!({ "reviews": items })))
+}
+
+/// A review's body is small: an outcome and a note of at most 2,000 bytes.
+const MAX_REVIEW_BODY: usize = 8 * 1024;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReviewBody {
+    /// `justified` or `unjustified`.
+    outcome: String,
+    /// What the officer found.
+    note: String,
+}
+
+/// Closes a pending review item.
+async fn close_review(
+    State(api): State<OfficerApi>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    use crate::officer::ReviewCloseError;
+    use crate::review::ReviewError;
+    let who = caller(&api, &headers).await?;
+    let bytes = read_body(body, MAX_REVIEW_BODY).await?;
+    let req: ReviewBody = parse_json(&bytes)?;
+    let outcome: crate::review::Outcome = req.outcome.parse().map_err(|e: ReviewError| {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", e.to_string())
+    })?;
+    let item = officer(&api, &who)
+        .close_review(&id, outcome, &req.note, clock::now_ms())
+        .await
+        .map_err(|e| match e {
+            ReviewCloseError::Review(ReviewError::Invalid(m)) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", m)
+            }
+            ReviewCloseError::Review(e @ ReviewError::NotFound(_)) => {
+                ApiError::new(StatusCode::NOT_FOUND, "not_found", e.to_string())
+            }
+            ReviewCloseError::Review(e @ ReviewError::Closed(_)) => {
+                ApiError::new(StatusCode::CONFLICT, "review_closed", e.to_string())
+            }
+            ReviewCloseError::Review(e @ ReviewError::Own) => {
+                ApiError::new(StatusCode::FORBIDDEN, "own_review", e.to_string())
+            }
+            other => internal(other),
+        })?;
+    let _ = item;
+    let closed = crate::review::get(&api.auth.store, &id)
+        .await
+        .map_err(internal)?;
+    Ok(Json(json!({ "review": closed })))
 }

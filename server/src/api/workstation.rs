@@ -13,7 +13,8 @@ use axum::http::StatusCode;
 use axum::routing::post;
 use axum::{Extension, Json, Router};
 use clinauth_proto::workstation::{
-    BeginRequest, BeginResponse, FinishRequest, FinishResponse, MAX_BODY_BYTES,
+    AccountRequest, AccountResponse, BeginRequest, BeginResponse, FinishRequest, FinishResponse,
+    MAX_BODY_BYTES,
 };
 use std::sync::Arc;
 
@@ -21,6 +22,46 @@ use std::sync::Arc;
 /// every request's extensions by the TLS layer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerFingerprint(pub String);
+
+/// How long a connection may reuse its workstation's directory row before
+/// reading it again. A change made through this server (officer API,
+/// `Officer`) takes effect at once (see [`invalidate_workstations`]); one
+/// made on another replica or by `clinauthctl` within this time.
+pub const WORKSTATION_RECHECK: std::time::Duration = std::time::Duration::from_secs(1);
+
+static WORKSTATION_GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Makes every connection read its workstation again before its next
+/// request (after a workstation's state, group or registration changed).
+pub fn invalidate_workstations() {
+    WORKSTATION_GENERATION.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// The workstation row a TLS connection last read, when, and under which
+/// generation; one per connection, put into every request's extensions by
+/// the TLS layer. Keyed by the connection's certificate, which cannot
+/// change during the connection.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectionCache(Arc<std::sync::Mutex<Option<(Workstation, std::time::Instant, u64)>>>);
+
+impl ConnectionCache {
+    fn get(&self) -> Option<Workstation> {
+        let generation = WORKSTATION_GENERATION.load(std::sync::atomic::Ordering::SeqCst);
+        let slot = self.0.lock().ok()?;
+        match slot.as_ref() {
+            Some((ws, at, g)) if *g == generation && at.elapsed() < WORKSTATION_RECHECK => {
+                Some(ws.clone())
+            }
+            _ => None,
+        }
+    }
+
+    fn put(&self, ws: &Workstation, generation: u64) {
+        if let Ok(mut slot) = self.0.lock() {
+            *slot = Some((ws.clone(), std::time::Instant::now(), generation));
+        }
+    }
+}
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -31,17 +72,21 @@ pub struct WorkstationApi {
     pub metrics: Arc<Metrics>,
 }
 
-/// The router: `POST /v1/auth/begin`, `POST /v1/auth/finish`.
+/// The router: `POST /v1/auth/begin`, `POST /v1/auth/finish`,
+/// `POST /v1/auth/account`.
 pub fn router(api: WorkstationApi) -> Router {
     Router::new()
         .route("/v1/auth/begin", post(begin))
         .route("/v1/auth/finish", post(finish))
+        .route("/v1/auth/account", post(account))
+        .merge(super::offline::routes())
+        .merge(super::events::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(api)
 }
 
-fn auth_error(e: AuthError) -> ApiError {
+pub(super) fn auth_error(e: AuthError) -> ApiError {
     let status = match &e {
         AuthError::Invalid(_) => StatusCode::BAD_REQUEST,
         AuthError::Workstation(_) | AuthError::User | AuthError::NoRule(_) => StatusCode::FORBIDDEN,
@@ -68,12 +113,30 @@ fn auth_error(e: AuthError) -> ApiError {
 
 /// The registered, active workstation of the connection; a refusal is
 /// audited (R-LOG-1: every attempt, including from unknown machines).
-async fn workstation(
+pub(super) async fn workstation(
     api: &WorkstationApi,
     peer: Option<&PeerFingerprint>,
     action: &str,
 ) -> Result<Workstation, ApiError> {
+    workstation_cached(api, peer, None, action).await
+}
+
+/// [`workstation`], reusing the row the connection read less than
+/// [`WORKSTATION_RECHECK`] ago (and not invalidated since).
+pub(crate) async fn workstation_cached(
+    api: &WorkstationApi,
+    peer: Option<&PeerFingerprint>,
+    cache: Option<&ConnectionCache>,
+    action: &str,
+) -> Result<Workstation, ApiError> {
+    if let (Some(_), Some(ws)) = (peer, cache.and_then(ConnectionCache::get)) {
+        return Ok(ws);
+    }
+    let generation = WORKSTATION_GENERATION.load(std::sync::atomic::Ordering::SeqCst);
     let result = registered(api, peer).await;
+    if let (Ok(ws), Some(cache)) = (&result, cache) {
+        cache.put(ws, generation);
+    }
     if let Err(e) = &result {
         if e.body.error == "workstation_refused" {
             let event = crate::audit::Event {
@@ -123,13 +186,71 @@ async fn registered(
     Ok(ws)
 }
 
+/// An account check: the refusals a login would meet (unknown, suspended or
+/// locked-out user, no rule here) as an answer, not an error, so that PAM's
+/// `acct_mgmt` can show the reason.
+async fn account(
+    State(api): State<WorkstationApi>,
+    peer: Option<Extension<PeerFingerprint>>,
+    cache: Option<Extension<ConnectionCache>>,
+    body: Body,
+) -> Result<Json<AccountResponse>, ApiError> {
+    let ws = workstation_cached(
+        &api,
+        peer.as_ref().map(|e| &e.0),
+        cache.as_ref().map(|e| &e.0),
+        "auth.account",
+    )
+    .await?;
+    let body = read_body(body, MAX_BODY_BYTES).await?;
+    let req: AccountRequest = parse_json(&body)?;
+    match api.auth.account(&ws, &req, clock::now_ms()).await {
+        Ok(()) => Ok(Json(AccountResponse {
+            allowed: true,
+            reason: None,
+            reason_ja: None,
+        })),
+        Err(
+            e @ (AuthError::User
+            | AuthError::NoRule(_)
+            | AuthError::Locked
+            | AuthError::RetryAfter(_)),
+        ) => {
+            let (reason, reason_ja) = match &e {
+                AuthError::User => (
+                    "the user is unknown, suspended or disabled".to_owned(),
+                    "利用者が存在しないか、無効です",
+                ),
+                AuthError::NoRule(_) => (
+                    e.to_string(),
+                    "この端末ではこの利用者に許可された認証方法がありません",
+                ),
+                _ => (e.to_string(), "失敗が続いたため一時的にロックされています"),
+            };
+            Ok(Json(AccountResponse {
+                allowed: false,
+                reason: Some(reason),
+                reason_ja: Some(reason_ja.into()),
+            }))
+        }
+        Err(e) => Err(auth_error(e)),
+    }
+}
+
 async fn begin(
     State(api): State<WorkstationApi>,
     peer: Option<Extension<PeerFingerprint>>,
+    cache: Option<Extension<ConnectionCache>>,
     body: Body,
 ) -> Result<Json<BeginResponse>, ApiError> {
     let result = async {
-        let ws = workstation(&api, peer.as_ref().map(|e| &e.0), "auth.begin").await?;
+        let ws = workstation_cached(
+            &api,
+            peer.as_ref().map(|e| &e.0),
+            cache.as_ref().map(|e| &e.0),
+            "auth.begin",
+        )
+        .await?;
         let body = read_body(body, MAX_BODY_BYTES).await?;
         let req: BeginRequest = parse_json(&body)?;
         api.auth
@@ -145,11 +266,18 @@ async fn begin(
 async fn finish(
     State(api): State<WorkstationApi>,
     peer: Option<Extension<PeerFingerprint>>,
+    cache: Option<Extension<ConnectionCache>>,
     body: Body,
 ) -> Result<Json<FinishResponse>, ApiError> {
     let started = std::time::Instant::now();
     let result = async {
-        let ws = workstation(&api, peer.as_ref().map(|e| &e.0), "auth.finish").await?;
+        let ws = workstation_cached(
+            &api,
+            peer.as_ref().map(|e| &e.0),
+            cache.as_ref().map(|e| &e.0),
+            "auth.finish",
+        )
+        .await?;
         let body = read_body(body, MAX_BODY_BYTES).await?;
         let req: FinishRequest = parse_json(&body)?;
         api.auth

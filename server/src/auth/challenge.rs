@@ -67,6 +67,157 @@ fn random<const N: usize>() -> Result<[u8; N], ChallengeError> {
     Ok(out)
 }
 
+/// A fresh challenge, not yet stored (the group-commit writer stores it
+/// with the begin's audit entry, `auth::commit`).
+pub fn fresh(
+    user: &str,
+    workstation: &str,
+    purpose: Purpose,
+    webauthn: Option<String>,
+    now_ms: i64,
+    ttl_ms: i64,
+) -> Result<Challenge, ChallengeError> {
+    let id_bytes: [u8; 16] = random()?;
+    let mut id = String::with_capacity(32);
+    for b in id_bytes {
+        let _ = write!(id, "{b:02x}");
+    }
+    Ok(Challenge {
+        id,
+        nonce: random()?,
+        user: user.to_owned(),
+        workstation: workstation.to_owned(),
+        purpose,
+        expires_at_ms: now_ms.saturating_add(ttl_ms),
+        webauthn,
+    })
+}
+
+/// Stores challenges from [`fresh`], several per statement.
+pub async fn insert_many(
+    tx: &mut Tx,
+    challenges: &[(&Challenge, i64)],
+) -> Result<(), ChallengeError> {
+    for chunk in challenges.chunks(256) {
+        let mut sql = String::from(
+            "INSERT INTO challenges (id, nonce, user_id, workstation, purpose, webauthn, created_at, expires_at) VALUES ",
+        );
+        for i in 0..chunk.len() {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            let b = i * 8;
+            let _ = write!(
+                sql,
+                "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
+                b + 1,
+                b + 2,
+                b + 3,
+                b + 4,
+                b + 5,
+                b + 6,
+                b + 7,
+                b + 8
+            );
+        }
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (c, created_at) in chunk {
+            query = query
+                .bind(c.id.clone())
+                .bind(c.nonce.to_vec())
+                .bind(c.user.clone())
+                .bind(c.workstation.clone())
+                .bind(c.purpose.as_str())
+                .bind(c.webauthn.clone())
+                .bind(*created_at)
+                .bind(c.expires_at_ms);
+        }
+        query.execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+/// Uses several challenges at once, each for its workstation: one
+/// conditional UPDATE flips every usable one (exactly once, on any
+/// replica) and returns them; the rest are refused with the reason
+/// [`consume`] would give. The result is in the order of `wanted`; when
+/// the same challenge is wanted twice, only the first gets it.
+pub async fn consume_many(
+    tx: &mut Tx,
+    wanted: &[(&str, &str)],
+    now_ms: i64,
+) -> Result<Vec<Result<Challenge, ChallengeError>>, ChallengeError> {
+    let valid = |id: &str| id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit());
+    let mut flipped: std::collections::HashMap<String, Challenge> =
+        std::collections::HashMap::new();
+    let asked: Vec<&(&str, &str)> = wanted.iter().filter(|(id, _)| valid(id)).collect();
+    for chunk in asked.chunks(200) {
+        let mut sql = String::from(
+            "UPDATE challenges SET used_at = $1 WHERE used_at IS NULL AND expires_at >= $1 AND (",
+        );
+        for i in 0..chunk.len() {
+            if i > 0 {
+                sql.push_str(" OR ");
+            }
+            let _ = write!(
+                sql,
+                "(id = ${} AND workstation = ${})",
+                2 + 2 * i,
+                3 + 2 * i
+            );
+        }
+        sql.push_str(") RETURNING id, nonce, user_id, workstation, purpose, webauthn, expires_at");
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now_ms);
+        for (id, ws) in chunk {
+            query = query.bind(id.to_string()).bind(ws.to_string());
+        }
+        for row in query.fetch_all(&mut **tx).await? {
+            let id: String = row.try_get("id")?;
+            let owner: String = row.try_get("workstation")?;
+            let c = challenge_from_row(&id, owner, &row)?;
+            flipped.insert(id, c);
+        }
+    }
+    let mut out = Vec::with_capacity(wanted.len());
+    for (id, ws) in wanted {
+        match flipped.remove(*id) {
+            Some(c) => out.push(Ok(c)),
+            None if !valid(id) => out.push(Err(ChallengeError::Unknown)),
+            None => out.push(Err(refusal(tx, id, ws, now_ms).await?)),
+        }
+    }
+    Ok(out)
+}
+
+/// Why a challenge could not be used (read after the conditional UPDATE
+/// did not flip it).
+async fn refusal(
+    tx: &mut Tx,
+    id: &str,
+    workstation: &str,
+    now_ms: i64,
+) -> Result<ChallengeError, ChallengeError> {
+    let row = sqlx::query("SELECT workstation, expires_at, used_at FROM challenges WHERE id = $1")
+        .bind(id)
+        .fetch_optional(&mut **tx)
+        .await?;
+    let Some(row) = row else {
+        return Ok(ChallengeError::Unknown);
+    };
+    let owner: String = row.try_get("workstation")?;
+    let used: Option<i64> = row.try_get("used_at")?;
+    let expires: i64 = row.try_get("expires_at")?;
+    Ok(if owner != workstation {
+        ChallengeError::OtherWorkstation
+    } else if used.is_some() {
+        ChallengeError::Used
+    } else if expires < now_ms {
+        ChallengeError::Expired
+    } else {
+        ChallengeError::Unknown
+    })
+}
+
 /// Issues a challenge.
 pub async fn issue(
     tx: &mut Tx,

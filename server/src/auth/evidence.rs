@@ -33,6 +33,74 @@ pub struct Verifiers {
     pub card_trust: clinauth_factors::card::CardTrust,
     /// FIDO2 (WebAuthn), when enabled.
     pub fido2: Option<clinauth_factors::fido2::Fido2Verifier>,
+    /// Card certificates verified against `card_trust` recently.
+    pub card_cache: CardCache,
+}
+
+/// How long a card certificate's verified chain is reused before it is
+/// verified again (never past the certificate's notAfter).
+pub const CARD_CACHE_SECONDS: i64 = 60;
+/// The most certificates remembered; the cache is emptied when full.
+pub const CARD_CACHE_ENTRIES: usize = 65_536;
+
+/// Card certificates whose chain, signatures, usage and revocation were
+/// verified against this [`Verifiers`]' trust store, by SHA-256 of the
+/// certificate and the chain presented with it. Each login still verifies
+/// the card's signature over its own challenge; only the certificate's
+/// verification (one to three ECDSA or RSA verifies and the parsing) is
+/// reused, for at most [`CARD_CACHE_SECONDS`]. The CRLs are loaded once at
+/// start, so a revocation takes effect with a restart either way.
+#[derive(Debug, Default)]
+pub struct CardCache(
+    std::sync::Mutex<
+        std::collections::HashMap<[u8; 32], (clinauth_factors::card::VerifiedCard, i64)>,
+    >,
+);
+
+impl CardCache {
+    fn key(certificate: &[u8], chain: &[&[u8]]) -> [u8; 32] {
+        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+        for part in std::iter::once(certificate).chain(chain.iter().copied()) {
+            ctx.update(&(part.len() as u64).to_be_bytes());
+            ctx.update(part);
+        }
+        let mut out = [0u8; 32];
+        out.copy_from_slice(ctx.finish().as_ref());
+        out
+    }
+
+    /// `trust.verify` for authentication, through the cache.
+    fn verify(
+        &self,
+        trust: &clinauth_factors::card::CardTrust,
+        certificate: &[u8],
+        chain: &[&[u8]],
+        now: UnixTime,
+    ) -> Result<clinauth_factors::card::VerifiedCard, String> {
+        use clinauth_factors::card::KeyUse;
+        let key = CardCache::key(certificate, chain);
+        if let Ok(map) = self.0.lock() {
+            if let Some((card, until)) = map.get(&key) {
+                if now.0 < *until {
+                    return Ok(card.clone());
+                }
+            }
+        }
+        let verified = trust
+            .verify(certificate, chain, KeyUse::Authentication, now)
+            .map_err(|e| e.to_string())?;
+        if let Ok(mut map) = self.0.lock() {
+            if map.len() >= CARD_CACHE_ENTRIES {
+                map.clear();
+            }
+            let until = now
+                .0
+                .saturating_add(CARD_CACHE_SECONDS)
+                .min(verified.not_after.0);
+            map.insert(key, (verified.clone(), until));
+        }
+        Ok(verified)
+    }
 }
 
 /// An item that did not count.
@@ -53,6 +121,9 @@ pub struct CounterUpdate {
     pub value: i64,
     /// The credential's new stored form (FIDO2), if it changes with the counter.
     pub public_data: Option<Vec<u8>>,
+    /// The value may stay the same (a FIDO2 key without a counter, which
+    /// always reports 0); otherwise it must go up (a TOTP step is used once).
+    pub allow_equal: bool,
 }
 
 /// The outcome of checking every item.
@@ -68,6 +139,10 @@ pub struct Verified {
     pub biometric_failed: bool,
     /// Counters to advance with the decision.
     pub counters: Vec<CounterUpdate>,
+    /// FIDO2 credentials (row IDs) whose signature counter went backwards:
+    /// handled per the policy's `fido2.counter_regression` in the decision's
+    /// transaction.
+    pub regressed: Vec<String>,
 }
 
 fn kind_name(item: &EvidenceItem) -> &'static str {
@@ -87,6 +162,24 @@ pub fn badge_device_id(uid: &[u8]) -> String {
     format!("badge-{}", crate::hex::encode(uid))
 }
 
+/// What the finish's read already fetched for the evidence, so that the
+/// usual case costs no further query.
+#[derive(Debug, Default, Clone)]
+pub struct Prefetched {
+    /// A card's credential ID and its enrollment (`None`: not enrolled).
+    pub card: Option<(String, Option<credentials::EnrolledCard>)>,
+}
+
+impl Prefetched {
+    /// The credential ID of the first card presented, to fetch with the challenge.
+    pub fn card_id(items: &[EvidenceItem]) -> Option<String> {
+        items.iter().find_map(|item| match item {
+            EvidenceItem::Card { certificate, .. } => Some(credentials::card_id(&certificate.0)),
+            _ => None,
+        })
+    }
+}
+
 /// Checks every item.
 pub async fn verify_all(
     service: &AuthService,
@@ -96,6 +189,31 @@ pub async fn verify_all(
     items: &[EvidenceItem],
     biometric_barred: bool,
     now_ms: i64,
+) -> Verified {
+    verify_all_with(
+        service,
+        user,
+        ws,
+        challenge,
+        items,
+        biometric_barred,
+        now_ms,
+        &Prefetched::default(),
+    )
+    .await
+}
+
+/// [`verify_all`] with what the finish's read fetched already.
+#[allow(clippy::too_many_arguments)]
+pub async fn verify_all_with(
+    service: &AuthService,
+    user: &User,
+    ws: &Workstation,
+    challenge: &Challenge,
+    items: &[EvidenceItem],
+    biometric_barred: bool,
+    now_ms: i64,
+    prefetched: &Prefetched,
 ) -> Verified {
     let mut out = Verified::default();
     let now = UnixTime(now_ms / 1000);
@@ -120,6 +238,7 @@ pub async fn verify_all(
                     &signature.0,
                     *pin_protected_key,
                     now_ms,
+                    prefetched,
                 )
                 .await
             }
@@ -162,7 +281,13 @@ pub async fn verify_all(
                         out.counters.push(update);
                         Ok(factor)
                     }
-                    Err(e) => Err(e),
+                    Err(Fido2Refusal::Regressed { credential, reason }) => {
+                        if !out.regressed.contains(&credential) {
+                            out.regressed.push(credential);
+                        }
+                        Err(reason)
+                    }
+                    Err(Fido2Refusal::Other(e)) => Err(e),
                 }
             }
         };
@@ -212,18 +337,24 @@ async fn card(
     signature: &[u8],
     pin_reported: bool,
     now_ms: i64,
+    prefetched: &Prefetched,
 ) -> Result<Factor, String> {
-    use clinauth_factors::card::{self, KeyUse};
+    use clinauth_factors::card;
     let now = UnixTime(now_ms / 1000);
-    let verified = service
-        .verifiers
-        .card_trust
-        .verify(certificate, chain, KeyUse::Authentication, now)
-        .map_err(|e| e.to_string())?;
-    let enrolled = credentials::card(&service.store, certificate)
-        .await
-        .map_err(|_| "card lookup failed".to_owned())?
-        .ok_or_else(|| "the card is not enrolled".to_owned())?;
+    let verified = service.verifiers.card_cache.verify(
+        &service.verifiers.card_trust,
+        certificate,
+        chain,
+        now,
+    )?;
+    let id = credentials::card_id(certificate);
+    let enrolled = match &prefetched.card {
+        Some((fetched, enrolled)) if *fetched == id => enrolled.clone(),
+        _ => credentials::card(&service.store, certificate)
+            .await
+            .map_err(|_| "card lookup failed".to_owned())?,
+    }
+    .ok_or_else(|| "the card is not enrolled".to_owned())?;
     if enrolled.user != user.id {
         return Err("the card is enrolled to someone else".into());
     }
@@ -280,6 +411,7 @@ async fn totp_code(
         credential: credentials::totp_id(&user.id),
         value: i64::try_from(step).map_err(|_| "TOTP step out of range".to_owned())?,
         public_data: None,
+        allow_equal: false,
     })
 }
 
@@ -388,39 +520,117 @@ async fn reader_decision(
     }))
 }
 
+/// Why a FIDO2 assertion did not count.
+enum Fido2Refusal {
+    /// The signature verified but the key's counter went backwards.
+    Regressed {
+        /// The credential's row ID.
+        credential: String,
+        /// For the audit log and the user.
+        reason: String,
+    },
+    /// Anything else.
+    Other(String),
+}
+
+impl From<String> for Fido2Refusal {
+    fn from(e: String) -> Self {
+        Fido2Refusal::Other(e)
+    }
+}
+
+/// The credential ID an assertion names (`rawId`, else `id`; base64url).
+/// Only trusted once webauthn-rs has verified the signature with that
+/// credential's key.
+fn assertion_credential_id(assertion: &serde_json::Value) -> Option<Vec<u8>> {
+    use base64::Engine;
+    let text = assertion
+        .get("rawId")
+        .and_then(|v| v.as_str())
+        .or_else(|| assertion.get("id").and_then(|v| v.as_str()))?;
+    if text.len() > 2048 {
+        return None;
+    }
+    let engines = [
+        base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        base64::engine::general_purpose::URL_SAFE,
+        base64::engine::general_purpose::STANDARD,
+    ];
+    engines.iter().find_map(|e| e.decode(text).ok())
+}
+
+/// Why a key the assertion names is not usable, when it is the user's but
+/// not active (suspended after a counter regression, or decommissioned).
+async fn inactive_key(
+    service: &AuthService,
+    user: &User,
+    assertion: &serde_json::Value,
+) -> Option<String> {
+    let raw = assertion_credential_id(assertion)?;
+    let (owner, state) = credentials::fido2_state(&service.store, &credentials::fido2_id(&raw))
+        .await
+        .ok()??;
+    (owner == user.id && state != "active")
+        .then(|| format!("the key is {state} (R-DEV-1): a security officer must re-enable it"))
+}
+
 /// A WebAuthn assertion against the state this challenge's begin issued,
-/// for one of the user's registered keys. The key's new sign counter is
-/// stored with the decision; a counter that went backwards (a cloned key)
-/// is refused and named in the audit log.
+/// for one of the user's registered, active keys. The key's new sign
+/// counter is stored with the decision; a counter that went backwards (a
+/// cloned key) is refused, named in the audit log and handled per the
+/// policy (`Verified::regressed`).
 async fn fido2(
     service: &AuthService,
     user: &User,
     challenge: &Challenge,
     assertion: &serde_json::Value,
     now_ms: i64,
-) -> Result<(Factor, CounterUpdate), String> {
+) -> Result<(Factor, CounterUpdate), Fido2Refusal> {
     use clinauth_factors::fido2::Fido2Error;
     let verifier = service
         .verifiers
         .fido2
         .as_ref()
         .ok_or_else(|| "FIDO2 is not enabled on this server".to_owned())?;
-    let state = challenge.webauthn.as_deref().ok_or_else(|| {
-        "no FIDO2 request was issued for this login (no key registered)".to_owned()
-    })?;
+    let Some(state) = challenge.webauthn.as_deref() else {
+        if let Some(reason) = inactive_key(service, user, assertion).await {
+            return Err(reason.into());
+        }
+        return Err(
+            "no FIDO2 request was issued for this login (no key registered)"
+                .to_owned()
+                .into(),
+        );
+    };
     let mut keys = credentials::fido2_credentials(&service.store, &user.id)
         .await
         .map_err(|_| "FIDO2 key lookup failed".to_owned())?;
     let list: Vec<_> = keys.iter().map(|(_, c)| c.clone()).collect();
     let response = assertion.to_string();
-    let verified = verifier
-        .finish_authentication(state, &response, &list, UnixTime(now_ms / 1000))
-        .map_err(|e| match e {
-            Fido2Error::CounterRegressed => {
-                "the key's sign counter went backwards: possibly a cloned key (R-DEV-1)".to_owned()
+    let verified =
+        match verifier.finish_authentication(state, &response, &list, UnixTime(now_ms / 1000)) {
+            Ok(v) => v,
+            Err(Fido2Error::CounterRegressed) => {
+                let reason =
+                    "the key's sign counter went backwards: possibly a cloned key (R-DEV-1)"
+                        .to_owned();
+                // The signature verified with the key the assertion names.
+                let credential = assertion_credential_id(assertion)
+                    .map(|raw| credentials::fido2_id(&raw))
+                    .filter(|id| keys.iter().any(|(row, _)| row == id));
+                return Err(match credential {
+                    Some(credential) => Fido2Refusal::Regressed { credential, reason },
+                    None => Fido2Refusal::Other(reason),
+                });
             }
-            other => other.to_string(),
-        })?;
+            Err(Fido2Error::UnknownCredential) => {
+                if let Some(reason) = inactive_key(service, user, assertion).await {
+                    return Err(reason.into());
+                }
+                return Err(Fido2Error::UnknownCredential.to_string().into());
+            }
+            Err(other) => return Err(other.to_string().into()),
+        };
     let (row_id, credential) = keys
         .iter_mut()
         .find(|(_, c)| c.credential_id() == verified.credential_id.as_slice())
@@ -429,10 +639,12 @@ async fn fido2(
         .update_credential(credential)
         .map_err(|e| e.to_string())?;
     let json = credential.to_json().map_err(|e| e.to_string())?;
+    let value = i64::from(credential.counter());
     let update = CounterUpdate {
         credential: row_id.clone(),
-        value: i64::from(credential.counter()),
+        value,
         public_data: Some(json.into_bytes()),
+        allow_equal: value == 0,
     };
     Ok((verified.into_factor(), update))
 }
@@ -448,14 +660,33 @@ pub struct Reused;
 pub async fn commit_counters(
     tx: &mut Tx,
     verified: &Verified,
+    now_ms: i64,
 ) -> Result<Result<(), Reused>, StoreError> {
     for update in &verified.counters {
-        let done =
-            sqlx::query("UPDATE credentials SET counter = $1 WHERE id = $2 AND counter < $1")
-                .bind(update.value)
-                .bind(&update.credential)
-                .execute(&mut **tx)
-                .await?;
+        let done = match (&update.public_data, update.allow_equal) {
+            (Some(data), false) => sqlx::query(
+                "UPDATE credentials SET counter = $1, public_data = $3, last_used = $4 WHERE id = $2 AND counter < $1",
+            )
+            .bind(update.value)
+            .bind(&update.credential)
+            .bind(data.clone())
+            .bind(now_ms),
+            (Some(data), true) => sqlx::query(
+                "UPDATE credentials SET counter = $1, public_data = $3, last_used = $4 WHERE id = $2 AND counter <= $1",
+            )
+            .bind(update.value)
+            .bind(&update.credential)
+            .bind(data.clone())
+            .bind(now_ms),
+            (None, _) => sqlx::query(
+                "UPDATE credentials SET counter = $1, last_used = $3 WHERE id = $2 AND counter < $1",
+            )
+            .bind(update.value)
+            .bind(&update.credential)
+            .bind(now_ms),
+        }
+        .execute(&mut **tx)
+        .await?;
         if done.rows_affected() != 1 {
             return Ok(Err(Reused));
         }

@@ -5,8 +5,10 @@
 
 pub mod card_trust;
 pub mod challenge;
+pub mod commit;
 pub mod evidence;
 pub mod hashing;
+pub mod lookup;
 pub mod service;
 pub mod throttle;
 

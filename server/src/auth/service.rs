@@ -1,14 +1,18 @@
 //! Begin and finish, the two calls of the workstation API.
 //!
-//! Order matters for SQLite's single connection and for login storms:
-//! reads and verification (which may hash a PIN for 13 ms) happen before
-//! the write transaction; the transaction then consumes the challenge
-//! (exactly once, on any replica), updates the throttle counters and
-//! appends the audit entry, and commits them together.
+//! Each call is one read (`auth::lookup`: the user or the challenge with
+//! its user, the failure counters and, for a card, its enrollment), then
+//! verification (which may hash a PIN for 13 ms) and the decision, then one
+//! [`commit::Plan`] of writes handed to the group-commit writer
+//! (`auth::commit`), which uses the challenge (exactly once, on any
+//! replica), updates the counters, records the workstation's contact and
+//! appends the audit entry in one transaction with other requests' plans,
+//! and answers only once that transaction is durable.
 
-use super::challenge::{self, Challenge, ChallengeError};
+use super::challenge::{self, ChallengeError};
 use super::evidence::{self, Verified};
 use super::throttle;
+use super::{commit, lookup};
 use crate::audit::{self, Event};
 use crate::directory::{self, DeviceState, User, UserState, Workstation};
 use crate::keys::Keys;
@@ -48,6 +52,8 @@ pub struct AuthService {
     pub hashing: Arc<super::hashing::Hashing>,
     /// Factor verifiers' configuration (trust anchors, matcher key, data keys).
     pub verifiers: Arc<evidence::Verifiers>,
+    /// The group-commit writer every decision's writes go through.
+    pub commits: commit::Committer,
 }
 
 /// Why a call could not be answered with a decision. Every one of these is
@@ -187,24 +193,24 @@ impl AuthService {
         error: &AuthError,
         now_ms: i64,
     ) -> Result<(), AuthError> {
-        audit::record(
-            &self.store,
-            &self.keys.audit,
-            &Event {
-                at_ms: now_ms,
-                actor: if user.is_empty() {
-                    "unknown".into()
-                } else {
-                    user.chars().take(64).collect()
-                },
-                workstation: Some(ws.id.clone()),
-                action: action.into(),
-                target: None,
-                outcome: "refused".into(),
-                detail: json!({ "error": error.code(), "message": error.to_string() }),
+        let event = Event {
+            at_ms: now_ms,
+            actor: if user.is_empty() {
+                "unknown".into()
+            } else {
+                user.chars().take(64).collect()
             },
-        )
-        .await?;
+            workstation: Some(ws.id.clone()),
+            action: action.into(),
+            target: None,
+            outcome: "refused".into(),
+            detail: json!({ "error": error.code(), "message": error.to_string() }),
+        };
+        // Through the group-commit writer, like every decision.
+        self.commits
+            .submit(commit::Plan::Audit(event), now_ms)
+            .await
+            .map_err(commit_error)?;
         Ok(())
     }
 
@@ -226,6 +232,37 @@ impl AuthService {
         }
     }
 
+    /// `account`: whether `user` may authenticate here for `purpose` now
+    /// (active, not locked out, a rule applies). Proves nothing and issues
+    /// no challenge; a refusal is audited like one of begin.
+    pub async fn account(
+        &self,
+        ws: &Workstation,
+        req: &clinauth_proto::workstation::AccountRequest,
+        now_ms: i64,
+    ) -> Result<(), AuthError> {
+        let result = async {
+            if ws.state != DeviceState::Active {
+                return Err(AuthError::Workstation(ws.id.clone()));
+            }
+            let user = self.active_user(&req.user).await?;
+            let policy = self.policy()?;
+            let roles = policy.role_set(&user.roles);
+            let Some(first) = policy.applicable(roles, &ws.group, req.purpose).next() else {
+                return Err(AuthError::NoRule(req.purpose));
+            };
+            self.throttled(&user, ws, &first.failures, now_ms)
+                .await
+                .map(|_| ())
+        }
+        .await;
+        if let Err(e) = &result {
+            self.audit_refusal(ws, &req.user, "auth.account", e, now_ms)
+                .await?;
+        }
+        result
+    }
+
     async fn begin_inner(
         &self,
         ws: &Workstation,
@@ -235,14 +272,26 @@ impl AuthService {
         if ws.state != DeviceState::Active {
             return Err(AuthError::Workstation(ws.id.clone()));
         }
-        let user = self.active_user(&req.user).await?;
+        directory::check_id("user", &req.user).map_err(|e| AuthError::Invalid(e.to_string()))?;
+        // One read: the user, both failure counters, whether FIDO2 keys exist.
+        let view = lookup::for_begin(
+            &self.store,
+            &req.user,
+            &throttle::user_key(&req.user),
+            &throttle::workstation_key(&ws.id),
+        )
+        .await?;
+        let user = match view.user {
+            Some(user) if user.state == UserState::Active => user,
+            _ => return Err(AuthError::User),
+        };
         let policy = self.policy()?;
         let roles = policy.role_set(&user.roles);
         let rules: Vec<_> = policy.applicable(roles, &ws.group, req.purpose).collect();
         let Some(first) = rules.first() else {
             return Err(AuthError::NoRule(req.purpose));
         };
-        self.throttled(&user, ws, &first.failures, now_ms).await?;
+        check_throttle(&view.counter, &view.bucket, &first.failures, now_ms)?;
 
         let mut options: Vec<Vec<String>> = Vec::new();
         for rule in &rules {
@@ -262,7 +311,9 @@ impl AuthService {
             .iter()
             .flatten()
             .any(|f| f == "fido2" || f == "fido2_uv");
-        if let (true, Some(verifier)) = (offers_fido2, self.verifiers.fido2.as_ref()) {
+        if let (true, true, Some(verifier)) =
+            (offers_fido2, view.has_fido2, self.verifiers.fido2.as_ref())
+        {
             let keys: Vec<_> = crate::credentials::fido2_credentials(&self.store, &user.id)
                 .await
                 .map_err(|e| AuthError::Store(e.to_string()))?
@@ -278,50 +329,48 @@ impl AuthService {
             }
         }
 
-        let mut tx = self.store.begin().await?;
-        let issued = challenge::issue(
-            &mut tx,
+        let issued = challenge::fresh(
             &user.id,
             &ws.id,
             req.purpose,
             webauthn_state,
             now_ms,
             self.settings.challenge_ttl_ms,
-        )
-        .await?;
-        // The contact time rides on this commit. Before the audit entry, as
-        // in every transaction that updates a workstation row and audits it
-        // (on PostgreSQL: row lock, then the audit lock; never the reverse).
-        directory::touch_workstation_in(&mut tx, &ws.id, now_ms).await?;
-        audit::append(
-            &mut tx,
-            self.store.backend(),
-            &self.keys.audit,
-            &Event {
-                at_ms: now_ms,
-                actor: user.id.clone(),
-                workstation: Some(ws.id.clone()),
-                action: "auth.begin".into(),
-                target: None,
-                outcome: "ok".into(),
-                detail: json!({
-                    "purpose": req.purpose,
-                    "challenge": issued.id,
-                    "policy_digest": policy.digest().to_string(),
-                }),
-            },
-        )
-        .await?;
-        tx.commit().await?;
-
-        Ok(BeginResponse {
-            challenge_id: issued.id,
+        )?;
+        let response = BeginResponse {
+            challenge_id: issued.id.clone(),
             nonce: B64(issued.nonce.to_vec()),
             expires_at: issued.expires_at_ms / 1000,
             options,
             matcher_public_key: Some(B64(self.keys.matcher.public_key().as_bytes().to_vec())),
             webauthn,
-        })
+        };
+        let audit = Event {
+            at_ms: now_ms,
+            actor: user.id.clone(),
+            workstation: Some(ws.id.clone()),
+            action: "auth.begin".into(),
+            target: None,
+            outcome: "ok".into(),
+            detail: json!({
+                "purpose": req.purpose,
+                "challenge": issued.id,
+                "policy_digest": policy.digest().to_string(),
+            }),
+        };
+        // The challenge, the workstation's contact time and the audit entry
+        // commit together, with other requests' (group commit).
+        self.commits
+            .submit(
+                commit::Plan::Begin {
+                    challenge: issued,
+                    audit,
+                },
+                now_ms,
+            )
+            .await
+            .map_err(commit_error)?;
+        Ok(response)
     }
 
     /// `finish`: verify the evidence, decide, and answer with a ticket or a
@@ -343,17 +392,6 @@ impl AuthService {
         }
     }
 
-    async fn peek_challenge(
-        &self,
-        id: &str,
-        ws: &Workstation,
-        now_ms: i64,
-    ) -> Result<Challenge, AuthError> {
-        // Read without using it: verification needs the nonce first. The
-        // transaction below uses it, and only one caller ever succeeds there.
-        Ok(challenge::peek(self.store.reader(), id, &ws.id, now_ms).await?)
-    }
-
     async fn finish_inner(
         &self,
         ws: &Workstation,
@@ -368,14 +406,33 @@ impl AuthService {
                 "at most {MAX_EVIDENCE} evidence items"
             )));
         }
-        let peeked = self.peek_challenge(&req.challenge_id, ws, now_ms).await?;
-        let user = self.active_user(&peeked.user).await?;
+        // One read: the challenge (without using it: verification needs the
+        // nonce first; the writer uses it, once), its user and the counters.
+        let card_id = evidence::Prefetched::card_id(&req.evidence);
+        let view = lookup::for_finish(
+            &self.store,
+            &req.challenge_id,
+            &ws.id,
+            &throttle::workstation_key(&ws.id),
+            card_id.as_deref(),
+            now_ms,
+        )
+        .await?;
+        let prefetched = evidence::Prefetched {
+            card: card_id.map(|id| (id, view.card.clone())),
+        };
+        let peeked = view.challenge;
+        let user = match view.user {
+            Some(user) if user.state == UserState::Active => user,
+            _ => return Err(AuthError::User),
+        };
         let policy = self.policy()?;
         let limits = limits_for(&policy, &user, &ws.group, peeked.purpose);
-        let counter = self.throttled(&user, ws, &limits, now_ms).await?;
+        check_throttle(&view.counter, &view.bucket, &limits, now_ms)?;
+        let counter = view.counter;
 
         let now = UnixTime(now_ms / 1000);
-        let verified: Verified = evidence::verify_all(
+        let verified: Verified = evidence::verify_all_with(
             self,
             &user,
             ws,
@@ -383,6 +440,7 @@ impl AuthService {
             &req.evidence,
             counter.biometric_barred(&limits),
             now_ms,
+            &prefetched,
         )
         .await;
 
@@ -396,15 +454,34 @@ impl AuthService {
         };
         let decision = policy.decide(&ctx, &verified.evidence);
 
-        let mut tx = self.store.begin().await?;
-        let used = challenge::consume(&mut tx, &req.challenge_id, &ws.id, now_ms).await?;
-        if used.nonce != peeked.nonce || used.user != peeked.user {
-            return Err(AuthError::Challenge(ChallengeError::Unknown));
-        }
-        // In the decision's commit, before its audit entry (see `begin_inner`).
-        directory::touch_workstation_in(&mut tx, &ws.id, now_ms).await?;
+        // FIDO2 keys whose counter went backwards, per the policy (R-DEV-1).
+        let setting = policy.counter_regression();
+        let regressions: Vec<commit::Regression> = verified
+            .regressed
+            .iter()
+            .map(|credential| commit::Regression {
+                credential: credential.clone(),
+                suspend: setting == clinauth_policy::CounterRegression::Suspend,
+                event: Event {
+                    at_ms: now_ms,
+                    actor: "system".into(),
+                    workstation: Some(ws.id.clone()),
+                    action: "fido2.counter_regression".into(),
+                    target: Some(credential.clone()),
+                    outcome: "refused".into(),
+                    detail: json!({
+                        "user": user.id,
+                        "credential": credential,
+                        "policy": setting.as_str(),
+                        "policy_digest": policy.digest().to_string(),
+                    }),
+                },
+            })
+            .collect();
+
+        let challenge_id = peeked.id.clone();
         let user_key = throttle::user_key(&user.id);
-        let response = match &decision {
+        match &decision {
             Decision::Allow(allow) => {
                 let factors: Vec<String> = allow
                     .combination
@@ -412,7 +489,6 @@ impl AuthService {
                     .iter()
                     .map(|k| k.name().to_owned())
                     .collect();
-                let jti = used.id.clone();
                 let claims = Claims {
                     iss: self.settings.issuer.clone(),
                     sub: user.id.clone(),
@@ -424,55 +500,64 @@ impl AuthService {
                     policy_digest: policy.digest().to_string(),
                     iat: now.0,
                     exp: now.0 + self.settings.ticket_ttl_s,
-                    jti,
+                    jti: challenge_id.clone(),
                     idle_lock: allow.rule.session.idle_lock.0,
                     offline: false,
                     review: allow.review,
                 };
                 let token = ticket::sign(&claims, &self.keys.ticket, &self.keys.ticket_kid)
                     .map_err(|e| AuthError::Store(e.to_string()))?;
-                if evidence::commit_counters(&mut tx, &verified)
-                    .await?
-                    .is_err()
-                {
-                    // Dropping the transaction also returns the challenge unused.
-                    return Err(AuthError::Challenge(ChallengeError::Used));
-                }
-                // Nothing to clear when the check before verification found
-                // no counter: a failure committed since then stays (stricter).
-                if counter != throttle::Counter::default() {
-                    throttle::clear(&mut tx, &user_key).await?;
-                }
-                audit::append(
-                    &mut tx,
-                    self.store.backend(),
-                    &self.keys.audit,
-                    &Event {
-                        at_ms: now_ms,
-                        actor: user.id.clone(),
-                        workstation: Some(ws.id.clone()),
-                        action: "auth.finish".into(),
-                        target: None,
-                        outcome: "allow".into(),
-                        detail: json!({
-                            "purpose": peeked.purpose,
-                            "challenge": used.id,
-                            "rule": allow.rule.name,
-                            "factors": factors,
-                            "presented": verified.presented,
-                            "rejected": verified.rejected,
-                            "policy_version": policy.version(),
-                            "policy_digest": policy.digest().to_string(),
-                            "review": allow.review,
-                        }),
-                    },
-                )
-                .await?;
-                FinishResponse::Allow {
+                let audit = Event {
+                    at_ms: now_ms,
+                    actor: user.id.clone(),
+                    workstation: Some(ws.id.clone()),
+                    action: "auth.finish".into(),
+                    target: None,
+                    outcome: "allow".into(),
+                    detail: json!({
+                        "purpose": peeked.purpose,
+                        "challenge": challenge_id,
+                        "rule": allow.rule.name,
+                        "factors": factors,
+                        "presented": verified.presented,
+                        "rejected": verified.rejected,
+                        "policy_version": policy.version(),
+                        "policy_digest": policy.digest().to_string(),
+                        "review": allow.review,
+                    }),
+                };
+                // Break-glass (R-EMERG-1): a pending review item in the same
+                // commit as the decision's audit entry.
+                let review = allow.review.then(|| commit::ReviewItem {
+                    id: challenge_id.clone(),
+                    user: user.id.clone(),
+                    workstation: ws.id.clone(),
+                    purpose: peeked.purpose.as_str().to_owned(),
+                    rule: allow.rule.name.clone(),
+                    factors: factors.clone(),
+                });
+                let plan = commit::FinishPlan {
+                    challenge_id: challenge_id.clone(),
+                    workstation: ws.id.clone(),
+                    expect: (peeked.nonce, peeked.user.clone()),
+                    counters: verified.counters.clone(),
+                    // Nothing to clear when the check before verification found
+                    // no counter: a failure committed since then stays (stricter).
+                    clear: (counter != throttle::Counter::default()).then(|| user_key.clone()),
+                    failure: None,
+                    regressions,
+                    audit: commit::FinishAudit::Event(audit),
+                    review,
+                };
+                self.commits
+                    .submit(commit::Plan::Finish(Box::new(plan)), now_ms)
+                    .await
+                    .map_err(commit_error)?;
+                Ok(FinishResponse::Allow {
                     ticket: token,
                     rule: allow.rule.name.clone(),
                     factors,
-                }
+                })
             }
             Decision::Deny(deny) => {
                 let mut reason = deny.en();
@@ -486,42 +571,60 @@ impl AuthService {
                     reason = format!("{reason}; refused: {}", what.join("; "));
                     reason_ja = format!("{reason_ja}(不合格: {})", what.join("; "));
                 }
-                let after = throttle::fail(
-                    &mut tx,
-                    &user_key,
-                    verified.biometric_failed,
-                    &limits,
-                    now_ms,
-                )
-                .await?;
-                let bucket =
-                    throttle::fill_bucket(&mut tx, &throttle::workstation_key(&ws.id), now_ms)
-                        .await?;
-                audit::append(
-                    &mut tx,
-                    self.store.backend(),
-                    &self.keys.audit,
-                    &Event {
+                let audit = {
+                    let actor = user.id.clone();
+                    let ws_id = ws.id.clone();
+                    let purpose = peeked.purpose;
+                    let challenge = challenge_id.clone();
+                    let reason = reason.clone();
+                    let presented = verified.presented.clone();
+                    let rejected = verified.rejected.clone();
+                    let digest = policy.digest().to_string();
+                    commit::FinishAudit::AfterFailure(Box::new(move |after, _bucket| Event {
                         at_ms: now_ms,
-                        actor: user.id.clone(),
-                        workstation: Some(ws.id.clone()),
+                        actor: actor.clone(),
+                        workstation: Some(ws_id.clone()),
                         action: "auth.finish".into(),
                         target: None,
                         outcome: "deny".into(),
                         detail: json!({
-                            "purpose": peeked.purpose,
-                            "challenge": used.id,
+                            "purpose": purpose,
+                            "challenge": challenge,
                             "reason": reason,
-                            "presented": verified.presented,
-                            "rejected": verified.rejected,
+                            "presented": presented,
+                            "rejected": rejected,
                             "failures": after.failures,
                             "locked": after.locked,
-                            "policy_digest": policy.digest().to_string(),
+                            "policy_digest": digest,
                         }),
-                    },
-                )
-                .await?;
-                FinishResponse::Deny {
+                    }))
+                };
+                let plan = commit::FinishPlan {
+                    challenge_id: challenge_id.clone(),
+                    workstation: ws.id.clone(),
+                    expect: (peeked.nonce, peeked.user.clone()),
+                    counters: Vec::new(),
+                    clear: None,
+                    failure: Some(commit::Failure {
+                        user_key,
+                        ws_key: throttle::workstation_key(&ws.id),
+                        biometric: verified.biometric_failed,
+                        limits,
+                    }),
+                    regressions,
+                    audit,
+                    review: None,
+                };
+                let done = self
+                    .commits
+                    .submit(commit::Plan::Finish(Box::new(plan)), now_ms)
+                    .await
+                    .map_err(commit_error)?;
+                let (after, bucket) = match done {
+                    commit::Done::Finish(f) => f.failure.unwrap_or_default(),
+                    commit::Done::Written => Default::default(),
+                };
+                Ok(FinishResponse::Deny {
                     reason,
                     reason_ja,
                     retry_after: ms_to_s(
@@ -529,10 +632,36 @@ impl AuthService {
                             .wait_ms(&limits, now_ms)
                             .max(bucket.bucket_wait_ms(now_ms)),
                     ),
-                }
+                })
             }
-        };
-        tx.commit().await?;
-        Ok(response)
+        }
+    }
+}
+
+/// Refuses a locked user, or an attempt too soon after failures (R-RATE-1).
+fn check_throttle(
+    counter: &throttle::Counter,
+    bucket: &throttle::Counter,
+    limits: &FailureLimits,
+    now_ms: i64,
+) -> Result<(), AuthError> {
+    if counter.locked {
+        return Err(AuthError::Locked);
+    }
+    let wait = counter
+        .wait_ms(limits, now_ms)
+        .max(bucket.bucket_wait_ms(now_ms));
+    if wait > 0 {
+        return Err(AuthError::RetryAfter(ms_to_s(wait)));
+    }
+    Ok(())
+}
+
+fn commit_error(e: commit::CommitError) -> AuthError {
+    match e {
+        commit::CommitError::Challenge(c) => AuthError::Challenge(c),
+        // Another request used the same one-time code first.
+        commit::CommitError::Reused => AuthError::Challenge(ChallengeError::Used),
+        commit::CommitError::Store(m) => AuthError::Store(m),
     }
 }

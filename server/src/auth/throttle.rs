@@ -155,25 +155,45 @@ pub async fn fail(
     limits: &FailureLimits,
     now_ms: i64,
 ) -> Result<Counter, StoreError> {
-    let mut c = read(tx, key).await?;
-    c.failures = c.failures.saturating_add(1);
-    if biometric {
-        c.biometric_failures = c.biometric_failures.saturating_add(1);
-    }
-    c.last_failure_ms = now_ms;
-    if key.starts_with("user:") && c.failures >= limits.max_consecutive {
-        c.locked = true;
-    }
+    let c = read(tx, key)
+        .await?
+        .after_failure(key, biometric, limits, now_ms);
     write(tx, key, &c).await?;
     Ok(c)
 }
 
+impl Counter {
+    /// The counter `key` after one more failure (see [`fail`]).
+    pub fn after_failure(
+        mut self,
+        key: &str,
+        biometric: bool,
+        limits: &FailureLimits,
+        now_ms: i64,
+    ) -> Counter {
+        self.failures = self.failures.saturating_add(1);
+        if biometric {
+            self.biometric_failures = self.biometric_failures.saturating_add(1);
+        }
+        self.last_failure_ms = now_ms;
+        if key.starts_with("user:") && self.failures >= limits.max_consecutive {
+            self.locked = true;
+        }
+        self
+    }
+
+    /// A workstation's bucket after one more failure (see [`fill_bucket`]).
+    pub fn after_fill(mut self, now_ms: i64) -> Counter {
+        let level = self.bucket_level(now_ms);
+        self.failures = u32::try_from(level + 1).unwrap_or(u32::MAX);
+        self.last_failure_ms = now_ms;
+        self
+    }
+}
+
 /// Adds a failure to a workstation's bucket, draining it first.
 pub async fn fill_bucket(tx: &mut Tx, key: &str, now_ms: i64) -> Result<Counter, StoreError> {
-    let mut c = read(tx, key).await?;
-    let level = c.bucket_level(now_ms);
-    c.failures = u32::try_from(level + 1).unwrap_or(u32::MAX);
-    c.last_failure_ms = now_ms;
+    let c = read(tx, key).await?.after_fill(now_ms);
     write(tx, key, &c).await?;
     Ok(c)
 }

@@ -50,9 +50,24 @@ enum Command {
     /// Workstations.
     #[command(subcommand)]
     Workstation(WorkstationCommand),
+    /// Smartcards (PIV authentication certificates).
+    #[command(subcommand)]
+    Card(CardCommand),
+    /// Biometric readers (R-BIO-2).
+    #[command(subcommand)]
+    Reader(ReaderCommand),
+    /// Fingerprint templates.
+    #[command(subcommand)]
+    Finger(FingerCommand),
     /// Contactless badges.
     #[command(subcommand)]
     Badge(BadgeCommand),
+    /// The break-glass review queue (R-EMERG-1).
+    #[command(subcommand)]
+    Review(ReviewCommand),
+    /// Devices: readers, badges and FIDO2 keys (R-DEV-1).
+    #[command(subcommand)]
+    Device(DeviceCommand),
     /// The tamper-evident audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -169,6 +184,59 @@ enum WorkstationCommand {
 }
 
 #[derive(Subcommand)]
+enum CardCommand {
+    /// Enroll a card's authentication certificate (PEM or DER) for a user;
+    /// it must chain to a `[smartcard]` trust anchor.
+    Enroll {
+        /// The user.
+        user: String,
+        /// The certificate file (slot 9A).
+        certificate: std::path::PathBuf,
+        /// The card's key does not need the PIN (then the card alone is
+        /// one factor, not two).
+        #[arg(long)]
+        no_pin: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum ReaderCommand {
+    /// Register a reader with its signing key.
+    Add {
+        /// The reader's ID (as the reader reports it).
+        id: String,
+        /// Its Ed25519 public key, hex.
+        #[arg(long)]
+        public_key: String,
+        /// sealed_template or match_on_reader (host-matching readers are
+        /// refused, R-BIO-1).
+        #[arg(long)]
+        protection: String,
+        /// The reader detects presentation attacks (fake fingers).
+        #[arg(long)]
+        pad: bool,
+        /// Where it is.
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum FingerCommand {
+    /// Enroll a fingerprint template (an enrollment station's file) for a
+    /// user; stored encrypted at rest.
+    Enroll {
+        /// The user.
+        user: String,
+        /// The template file.
+        template: std::path::PathBuf,
+        /// Which finger slot (1 to 10).
+        #[arg(long, default_value_t = 1)]
+        slot: u8,
+    },
+}
+
+#[derive(Subcommand)]
 enum BadgeCommand {
     /// Register a badge UID (hex) to a user.
     Add {
@@ -176,6 +244,42 @@ enum BadgeCommand {
         user: String,
         /// The UID in hex (4, 7 or 10 bytes).
         uid: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum ReviewCommand {
+    /// List review items, oldest first.
+    List {
+        /// pending, closed or all.
+        #[arg(long, default_value = "pending")]
+        state: String,
+    },
+    /// Close a pending item with an outcome and a note (audited; nobody
+    /// reviews their own break-glass access: give --as).
+    Close {
+        /// The item's ID, as `review list` shows it.
+        id: String,
+        /// justified or unjustified.
+        #[arg(long)]
+        outcome: String,
+        /// What was found (at most 2,000 bytes).
+        #[arg(long)]
+        note: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum DeviceCommand {
+    /// List devices with their state and last contact.
+    List,
+    /// Set a device's state: active, suspended or decommissioned (a FIDO2
+    /// key suspended after a sign-counter regression is re-enabled with `active`).
+    State {
+        /// The device ID as `device list` shows it (e.g. fido2:<hex>, badge-<hex>).
+        id: String,
+        /// The new state.
+        state: String,
     },
 }
 
@@ -431,9 +535,65 @@ fn main() -> ExitCode {
                 Box::pin(async move { host::workstation_state(h, &id, &state, o).await })
             })
         }
+        Command::Card(CardCommand::Enroll {
+            user,
+            certificate,
+            no_pin,
+        }) => on_host(&config, actor, &mut out, |h, o| {
+            Box::pin(async move {
+                clinauth_server::ctl::card::enroll(h, &user, &certificate, !no_pin, o).await
+            })
+        }),
+        Command::Reader(ReaderCommand::Add {
+            id,
+            public_key,
+            protection,
+            pad,
+            description,
+        }) => on_host(&config, actor, &mut out, |h, o| {
+            Box::pin(async move {
+                clinauth_server::ctl::bio::reader_add(
+                    h,
+                    &id,
+                    &public_key,
+                    &protection,
+                    pad,
+                    &description,
+                    o,
+                )
+                .await
+            })
+        }),
+        Command::Finger(FingerCommand::Enroll {
+            user,
+            template,
+            slot,
+        }) => on_host(&config, actor, &mut out, |h, o| {
+            Box::pin(async move {
+                clinauth_server::ctl::bio::finger_enroll(h, &user, &template, slot, o).await
+            })
+        }),
         Command::Badge(BadgeCommand::Add { user, uid }) => {
             on_host(&config, actor, &mut out, |h, o| {
                 Box::pin(async move { host::badge_add(h, &user, &uid, o).await })
+            })
+        }
+        Command::Review(ReviewCommand::List { state }) => {
+            on_host(&config, actor, &mut out, |h, o| {
+                Box::pin(async move { host::review_list(h, &state, o).await })
+            })
+        }
+        Command::Review(ReviewCommand::Close { id, outcome, note }) => {
+            on_host(&config, actor, &mut out, |h, o| {
+                Box::pin(async move { host::review_close(h, &id, &outcome, &note, o).await })
+            })
+        }
+        Command::Device(DeviceCommand::List) => on_host(&config, actor, &mut out, |h, o| {
+            Box::pin(host::device_list(h, o))
+        }),
+        Command::Device(DeviceCommand::State { id, state }) => {
+            on_host(&config, actor, &mut out, |h, o| {
+                Box::pin(async move { host::device_state(h, &id, &state, o).await })
             })
         }
         Command::Pki(command) => pki(command, &mut out),

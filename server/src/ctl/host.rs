@@ -61,7 +61,7 @@ impl Host {
         })
     }
 
-    fn officer(&self) -> Officer<'_> {
+    pub fn officer(&self) -> Officer<'_> {
         Officer {
             store: &self.store,
             key: &self.keys.audit,
@@ -264,6 +264,107 @@ pub async fn workstation_state(
         .await
         .map_err(err)?;
     let _ = writeln!(out, "workstation {id} is now {state}");
+    Ok(Outcome::Ok)
+}
+
+/// `clinauthctl review list`.
+pub async fn review_list(host: &Host, state: &str, out: &mut String) -> Result<Outcome, HostError> {
+    let state = match state {
+        "all" => None,
+        other => Some(other.parse::<crate::review::ReviewState>().map_err(err)?),
+    };
+    let items = crate::review::list(&host.store, state, crate::review::MAX_LIST)
+        .await
+        .map_err(err)?;
+    if items.is_empty() {
+        let _ = writeln!(out, "no review items");
+    }
+    for r in items {
+        let _ = writeln!(
+            out,
+            "{}\t{}\t{}\t{}\t{}\t{}\t{}\taudit #{}\t{}",
+            r.id,
+            r.state.as_str(),
+            r.created_at,
+            r.user,
+            r.workstation,
+            r.purpose,
+            r.rule,
+            r.audit_seq,
+            match (&r.outcome, &r.reviewed_by) {
+                (Some(o), Some(by)) => format!("{o} by {by}: {}", r.note.as_deref().unwrap_or("")),
+                _ => "-".to_owned(),
+            }
+        );
+    }
+    Ok(Outcome::Ok)
+}
+
+/// `clinauthctl review close`: exit 1 when refused (own access, closed, unknown).
+pub async fn review_close(
+    host: &Host,
+    id: &str,
+    outcome: &str,
+    note: &str,
+    out: &mut String,
+) -> Result<Outcome, HostError> {
+    let outcome: crate::review::Outcome = outcome.parse().map_err(err)?;
+    match host
+        .officer()
+        .close_review(id, outcome, note, crate::clock::now_ms())
+        .await
+    {
+        Ok(item) => {
+            let _ = writeln!(
+                out,
+                "review {id} closed as {outcome} (break-glass by {} at {})",
+                item.user, item.workstation
+            );
+            Ok(Outcome::Ok)
+        }
+        Err(crate::officer::ReviewCloseError::Review(e))
+            if !matches!(e, crate::review::ReviewError::Store(_)) =>
+        {
+            let _ = writeln!(out, "refused: {e}");
+            Ok(Outcome::Refused)
+        }
+        Err(e) => Err(err(e)),
+    }
+}
+
+/// `clinauthctl device list`.
+pub async fn device_list(host: &Host, out: &mut String) -> Result<Outcome, HostError> {
+    for d in crate::officer::device_listing(&host.store)
+        .await
+        .map_err(err)?
+    {
+        let _ = writeln!(
+            out,
+            "{}\t{}\t{}\t{}\t{}",
+            d.id,
+            d.kind,
+            d.owner.as_deref().unwrap_or("-"),
+            d.state,
+            d.last_contact
+                .map_or_else(|| "never".to_owned(), |t| t.to_string())
+        );
+    }
+    Ok(Outcome::Ok)
+}
+
+/// `clinauthctl device state`.
+pub async fn device_state(
+    host: &Host,
+    id: &str,
+    state: &str,
+    out: &mut String,
+) -> Result<Outcome, HostError> {
+    let state: DeviceState = state.parse().map_err(err)?;
+    host.officer()
+        .set_device_state(id, state, crate::clock::now_ms())
+        .await
+        .map_err(err)?;
+    let _ = writeln!(out, "device {id} is now {state}");
     Ok(Outcome::Ok)
 }
 

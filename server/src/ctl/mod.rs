@@ -1,6 +1,8 @@
 //! `clinauthctl`, the officer and operator CLI. Each command lives in a
 //! module named after it; `main` only parses arguments and sets the exit code.
 
+pub mod bio;
+pub mod card;
 pub mod host;
 pub mod pki;
 pub mod policy;

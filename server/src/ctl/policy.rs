@@ -158,6 +158,16 @@ fn summarize(policy: &Policy, out: &mut String) {
         );
         let _ = writeln!(out);
     }
+    let _ = writeln!(
+        out,
+        "FIDO2 sign-counter regression (possible cloned key): {}\n",
+        match policy.counter_regression() {
+            clinauth_policy::CounterRegression::Refuse =>
+                "refuse the assertion (the key stays usable)",
+            clinauth_policy::CounterRegression::Suspend =>
+                "refuse the assertion and suspend the key until an officer re-enables it",
+        }
+    );
     let _ = writeln!(out, "where each purpose is allowed (group: purposes):");
     for group in policy.groups() {
         let Some(id) = policy.group_id(&group.name) else {

@@ -114,6 +114,49 @@ CREATE TABLE enrollments (
 )
 "#,
     ),
+    (
+        4,
+        r#"
+CREATE TABLE reviews (
+    id            TEXT PRIMARY KEY,
+    user_id       TEXT NOT NULL,
+    workstation   TEXT NOT NULL,
+    purpose       TEXT NOT NULL,
+    rule          TEXT NOT NULL,
+    factors       TEXT NOT NULL,
+    audit_seq     BIGINT NOT NULL,
+    created_at    BIGINT NOT NULL,
+    state         TEXT NOT NULL,
+    outcome       TEXT,
+    note          TEXT,
+    reviewed_by   TEXT,
+    reviewed_at   BIGINT
+);
+CREATE INDEX reviews_by_state ON reviews (state, created_at)
+"#,
+    ),
+    (
+        5,
+        r#"
+CREATE TABLE agent_events (
+    workstation   TEXT NOT NULL,
+    stream        TEXT NOT NULL,
+    seq           BIGINT NOT NULL,
+    at_ms         BIGINT NOT NULL,
+    received_at   BIGINT NOT NULL,
+    audit_seq     BIGINT NOT NULL,
+    PRIMARY KEY (workstation, stream, seq)
+);
+CREATE TABLE offline_bundles (
+    ticket_jti    TEXT PRIMARY KEY,
+    user_id       TEXT NOT NULL,
+    workstation   TEXT NOT NULL,
+    issued_at     BIGINT NOT NULL,
+    expires_at    BIGINT NOT NULL
+);
+CREATE INDEX offline_bundles_by_user ON offline_bundles (user_id, workstation)
+"#,
+    ),
 ];
 
 fn render(sql: &str, backend: Backend) -> String {

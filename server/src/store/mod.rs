@@ -2,6 +2,12 @@
 //! or PostgreSQL for several replicas, behind one pool and one set of
 //! queries (`sqlx::Any`). Queries use `$1` placeholders, which both engines
 //! accept; the few type differences live in the migrations only.
+//!
+//! One exception, for speed on the path of every login: on a SQLite file
+//! the two reads of begin and finish (`auth::lookup`) and the group-commit
+//! writer's batches (`auth::commit`) run through `rusqlite` connections to
+//! the same file ([`FastReader`]), with the same SQL text and conditions as
+//! their sqlx versions, which PostgreSQL (and an in-memory SQLite) uses.
 
 mod migrations;
 
@@ -65,6 +71,94 @@ pub enum StoreError {
     /// A row that must exist does not.
     #[error("{0} not found")]
     NotFound(String),
+    /// The in-place SQLite reader ([`FastReader`]) failed.
+    #[error("database error: {0}")]
+    Local(String),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Local(e.to_string())
+    }
+}
+
+/// Read-only connections to the SQLite file used *in place*, on the calling
+/// thread, for the reads on the path of every login (`auth::lookup`).
+///
+/// sqlx runs each SQLite statement on a worker thread of its connection
+/// and wakes the caller through a channel: two thread switches per
+/// statement, which cost more CPU than the indexed lookup itself. These
+/// reads are one indexed SELECT each, answered from SQLite's page cache in
+/// microseconds, and in WAL mode a reader never waits for the writer, so
+/// running them where they are asked is cheaper and does not hold up the
+/// runtime. Connections are opened read-only (`query_only`), kept for
+/// reuse, and see every committed transaction.
+pub struct FastReader {
+    path: String,
+    idle: std::sync::Mutex<Vec<rusqlite::Connection>>,
+}
+
+impl std::fmt::Debug for FastReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "FastReader({})", self.path)
+    }
+}
+
+/// Idle in-place connections kept for reuse.
+const FAST_IDLE: usize = 8;
+
+impl FastReader {
+    fn open(path: &str) -> FastReader {
+        FastReader {
+            path: path.to_owned(),
+            idle: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    fn connect(&self) -> Result<rusqlite::Connection, StoreError> {
+        use rusqlite::OpenFlags;
+        let conn = rusqlite::Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(Duration::from_secs(10))?;
+        conn.execute_batch("PRAGMA query_only=ON")?;
+        Ok(conn)
+    }
+
+    /// A read-write connection to the file for the group-commit writer
+    /// (`auth::commit`), with the pool's settings: durable commits
+    /// (`synchronous=FULL`), foreign keys, a busy timeout (it takes turns
+    /// with the sqlx connection that officer operations use).
+    pub fn open_writer(&self) -> Result<rusqlite::Connection, StoreError> {
+        use rusqlite::OpenFlags;
+        let conn = rusqlite::Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(Duration::from_secs(10))?;
+        conn.execute_batch("PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON")?;
+        conn.set_prepared_statement_cache_capacity(64);
+        Ok(conn)
+    }
+
+    /// Runs `f` on an idle connection (or a new one) and keeps it for reuse.
+    pub fn with<T>(
+        &self,
+        f: impl FnOnce(&rusqlite::Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let conn = match self.idle.lock().ok().and_then(|mut idle| idle.pop()) {
+            Some(conn) => conn,
+            None => self.connect()?,
+        };
+        let result = f(&conn);
+        if let Ok(mut idle) = self.idle.lock() {
+            if idle.len() < FAST_IDLE {
+                idle.push(conn);
+            }
+        }
+        result
+    }
 }
 
 /// The database.
@@ -76,6 +170,8 @@ pub struct Store {
     /// writes); on PostgreSQL the same pool.
     reader: AnyPool,
     backend: Backend,
+    /// On a SQLite file: the in-place reader of the login path.
+    fast: Option<std::sync::Arc<FastReader>>,
 }
 
 impl Store {
@@ -116,6 +212,7 @@ impl Store {
             reader: pool.clone(),
             pool,
             backend,
+            fast: None,
         };
         migrations::run(&store).await?;
         if backend == Backend::Sqlite && !url.contains(":memory:") && !url.contains("mode=memory") {
@@ -132,8 +229,19 @@ impl Store {
                 })
                 .connect(&url)
                 .await?;
+            let path = url
+                .strip_prefix("sqlite://")
+                .or_else(|| url.strip_prefix("sqlite:"))
+                .unwrap_or(&url);
+            let path = path.split('?').next().unwrap_or(path);
+            store.fast = Some(std::sync::Arc::new(FastReader::open(path)));
         }
         Ok(store)
+    }
+
+    /// The in-place reader, on a SQLite file (see [`FastReader`]).
+    pub fn fast(&self) -> Option<&FastReader> {
+        self.fast.as_deref()
     }
 
     /// The engine in use.

@@ -71,7 +71,9 @@ pub async fn fixture_with(db: &TestDb, verifiers: Verifiers) -> Fixture {
     .await
     .unwrap();
     tx.commit().await.unwrap();
+    let commits = clinauth_server::auth::commit::Committer::new(store.clone(), keys.clone());
     let auth = AuthService {
+        commits,
         store,
         policy,
         keys,
