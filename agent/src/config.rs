@@ -37,6 +37,9 @@ pub struct Config {
     /// Biometric readers.
     #[serde(default)]
     pub biometric: crate::login::biometric::BiometricSettings,
+    /// The pinentry program for PINs asked on behalf of clinical apps.
+    #[serde(default)]
+    pub pinentry: crate::pinentry::PinentrySettings,
 }
 
 /// `[agent]`.
@@ -280,6 +283,7 @@ impl Config {
         }
         self.fido2.check()?;
         self.biometric.check()?;
+        self.pinentry.check()?;
         if self.server.retries > 5 {
             return Err("server.retries must be at most 5".into());
         }

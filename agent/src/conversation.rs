@@ -7,6 +7,11 @@
 //! `prompt` or `info` reply, and routes the caller's `answer` back. When
 //! the caller cancels or hangs up, the connection drops its end and every
 //! pending [`Conversation::prompt`] fails with [`ConversationError::Closed`].
+//!
+//! For a clinical app's request the prompts go to pinentry instead
+//! ([`Conversation::with_pinentry`]): the app gets the `info` messages, the
+//! person types the PIN into the agent's own dialog, and the app never
+//! sees it.
 
 use std::time::Duration;
 
@@ -48,6 +53,23 @@ pub enum ConversationError {
     /// Nobody answered in time.
     #[error("no answer in time")]
     Timeout,
+    /// The person cancelled the PIN dialog.
+    #[error("cancelled in the PIN dialog")]
+    Cancelled,
+    /// The PIN dialog could not be used (details in the agent's log).
+    #[error("the PIN dialog (pinentry) could not be used")]
+    PinEntry,
+}
+
+/// Where an app request's prompts go: pinentry, on the user's desktop.
+#[derive(Debug, Clone)]
+pub struct PinEntryRoute {
+    /// `[pinentry]`.
+    pub settings: std::sync::Arc<crate::pinentry::PinentrySettings>,
+    /// The user whose desktop shows it.
+    pub run_as: crate::pinentry::RunAs,
+    /// What the PIN is for, shown above the entry field.
+    pub context: String,
 }
 
 /// A flow's side of the conversation.
@@ -55,6 +77,7 @@ pub enum ConversationError {
 pub struct Conversation {
     tx: mpsc::Sender<Exchange>,
     timeout: Duration,
+    pinentry: Option<PinEntryRoute>,
 }
 
 impl Conversation {
@@ -63,7 +86,32 @@ impl Conversation {
     pub fn new(timeout: Duration) -> (Conversation, mpsc::Receiver<Exchange>) {
         // One exchange is outstanding at a time; a little room for infos.
         let (tx, rx) = mpsc::channel(4);
-        (Conversation { tx, timeout }, rx)
+        (
+            Conversation {
+                tx,
+                timeout,
+                pinentry: None,
+            },
+            rx,
+        )
+    }
+
+    /// A conversation whose prompts go to pinentry (`route`); only infos
+    /// reach the caller.
+    pub fn with_pinentry(
+        timeout: Duration,
+        route: PinEntryRoute,
+    ) -> (Conversation, mpsc::Receiver<Exchange>) {
+        let (mut conv, rx) = Conversation::new(timeout);
+        conv.pinentry = Some(route);
+        (conv, rx)
+    }
+
+    /// Sets what the PIN dialog says the PIN is for (app requests).
+    pub fn set_context(&mut self, context: String) {
+        if let Some(route) = &mut self.pinentry {
+            route.context = context;
+        }
     }
 
     /// How long a prompt waits.
@@ -79,6 +127,9 @@ impl Conversation {
         text: &str,
         text_ja: &str,
     ) -> Result<SecretString, ConversationError> {
+        if let Some(route) = &self.pinentry {
+            return self.ask_pinentry(route, kind, style, text, text_ja).await;
+        }
         let (answer, rx) = oneshot::channel();
         let exchange = Exchange::Prompt {
             kind,
@@ -96,6 +147,53 @@ impl Conversation {
             Ok(Err(_)) => Err(ConversationError::Closed),
             Err(_) => Err(ConversationError::Timeout),
         }
+    }
+
+    async fn ask_pinentry(
+        &self,
+        route: &PinEntryRoute,
+        kind: PromptKind,
+        style: PromptStyle,
+        text: &str,
+        text_ja: &str,
+    ) -> Result<SecretString, ConversationError> {
+        use crate::pinentry::{self, PinRequest, PinentryError};
+        let description = format!("{}\n\n{text}\n{text_ja}", route.context);
+        let request = PinRequest {
+            title: "ClinAuth",
+            description: &description,
+            prompt: match kind {
+                PromptKind::CardPin => "Card PIN / 暗証番号:",
+                PromptKind::Totp => "Code / コード:",
+                PromptKind::Password => "Password / パスワード:",
+                _ => "PIN:",
+            },
+            ..PinRequest::default()
+        };
+        self.info(
+            "Answer in the ClinAuth dialog on your screen.",
+            "画面の ClinAuth ダイアログで入力してください。",
+        )
+        .await?;
+        let failed = |e: PinentryError| match e {
+            PinentryError::Cancelled => ConversationError::Cancelled,
+            PinentryError::Timeout => ConversationError::Timeout,
+            other => {
+                tracing::warn!(error = %other, "pinentry failed");
+                ConversationError::PinEntry
+            }
+        };
+        // A visible question (spend the card's last PIN try?) is a yes/no.
+        if style == PromptStyle::Visible && kind == PromptKind::Other {
+            let yes = pinentry::confirm(&route.settings, route.run_as, &request)
+                .await
+                .map_err(failed)?;
+            return SecretString::new(if yes { "yes" } else { "no" })
+                .map_err(|_| ConversationError::PinEntry);
+        }
+        pinentry::get_pin(&route.settings, route.run_as, &request)
+            .await
+            .map_err(failed)
     }
 
     /// Tells the caller something.

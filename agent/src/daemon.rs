@@ -43,12 +43,15 @@ pub enum StartError {
 
 /// What every connection shares.
 pub struct Daemon {
-    config: Config,
-    server: ServerClient,
-    devices: Devices,
-    audit: Audit,
-    sessions: Sessions,
+    pub(crate) config: Config,
+    pub(crate) server: ServerClient,
+    pub(crate) devices: Devices,
+    pub(crate) audit: Audit,
+    pub(crate) sessions: Sessions,
     offline: Offline,
+    /// Each user's latest online ticket from this workstation, so that a
+    /// record they enter names their authentication (R-AUTH-5).
+    pub(crate) tickets: crate::apps::Tickets,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -92,6 +95,7 @@ impl Daemon {
             audit,
             sessions,
             offline,
+            tickets: crate::apps::Tickets::default(),
         })
     }
 
@@ -105,7 +109,12 @@ impl Daemon {
         duration(self.config.agent.conversation_timeout)
     }
 
-    fn event(&self, kind: &'static str, outcome: &'static str, detail: String) -> AgentEvent {
+    pub(crate) fn event(
+        &self,
+        kind: &'static str,
+        outcome: &'static str,
+        detail: String,
+    ) -> AgentEvent {
         AgentEvent {
             at_ms: clock::now_ms(),
             kind,
@@ -137,6 +146,7 @@ impl Daemon {
             &self.config.agent.workstation,
             &user,
             purpose,
+            None,
             &conv,
         )
         .await;
@@ -168,6 +178,7 @@ impl Daemon {
                 rule,
                 factors,
                 card,
+                ..
             }) => {
                 ev.outcome = "allow";
                 ev.detail = format!("rule {rule}, factors {}", factors.join("+"));
@@ -181,6 +192,7 @@ impl Daemon {
                         clock::now_ms(),
                     )
                     .await;
+                self.tickets.keep(user.as_str(), &ticket);
                 self.keep_offline_bundle(&user, &ticket);
                 match Ticket::new(ticket) {
                     Ok(ticket) => Reply::AuthResult {
@@ -229,7 +241,12 @@ impl Daemon {
         reply
     }
 
-    fn login_error_reply(&self, user: &UserName, purpose: Purpose, e: LoginError) -> Reply {
+    pub(crate) fn login_error_reply(
+        &self,
+        user: &UserName,
+        purpose: Purpose,
+        e: LoginError,
+    ) -> Reply {
         let deny = |reason: String| Reply::AuthResult {
             outcome: WireOutcome::Deny,
             user: user.clone(),
@@ -246,6 +263,13 @@ impl Daemon {
             LoginError::Conversation(ConversationError::Closed) => {
                 error(ErrorCode::Internal, "the conversation ended")
             }
+            LoginError::Conversation(ConversationError::Cancelled) => {
+                deny("cancelled in the PIN dialog".into())
+            }
+            LoginError::Conversation(ConversationError::PinEntry) => error(
+                ErrorCode::Internal,
+                "the PIN dialog (pinentry) could not be used at this workstation",
+            ),
             LoginError::Unreachable(e) => error(ErrorCode::ServerUnreachable, &e.to_string()),
             LoginError::Server(m) => error(ErrorCode::Internal, &format!("server: {m}")),
             e @ (LoginError::Card(_)
@@ -347,6 +371,23 @@ impl Daemon {
         self.sessions
             .close(peer, &user, &service, session_id.as_ref())
             .await
+    }
+
+    /// The card readers.
+    pub fn readers(&self) -> &Readers {
+        &self.devices.readers
+    }
+
+    /// The sessions (tap-out, locks).
+    pub fn sessions(&self) -> &Sessions {
+        &self.sessions
+    }
+
+    /// A caller subscribed to events.
+    pub fn note_subscribed(&self, peer: &Peer) {
+        let mut ev = self.event("subscribe", "done", "events subscribed".into());
+        ev.peer = Some(peer.describe());
+        self.audit.record(ev);
     }
 
     /// A caller hung up in the middle of a conversation.

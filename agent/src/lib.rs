@@ -17,6 +17,8 @@
 //! - [`card`]: the smartcard driver over PC/SC (pcscd): PIV cards (PIN,
 //!   certificates, signatures over the server's challenge), contactless
 //!   badges (UID), and a reader watcher built on `SCardGetStatusChange`;
+//! - [`pinentry`]: PINs and confirmations asked by the agent itself
+//!   through GnuPG's pinentry programs, for clinical applications;
 //! - [`hardening`]: memory locked, no core dumps;
 //! - [`config`]: the TOML configuration.
 #![deny(unsafe_code)]
@@ -29,6 +31,7 @@
 )]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+pub mod apps;
 pub mod audit;
 pub mod card;
 pub mod clock;
@@ -39,6 +42,7 @@ pub mod daemon;
 pub mod hardening;
 pub mod login;
 pub mod offline;
+pub mod pinentry;
 pub mod readers;
 pub mod server_client;
 pub mod session;

@@ -133,6 +133,7 @@ async fn assert_as_agent(
         begin,
         conv: &conv,
         apdu_timeout: Duration::from_secs(5),
+        operation: None,
     };
     let result = fido2.assert(&attempt, factor).await;
     drop(conv);

@@ -242,6 +242,74 @@ pub fn pkcs1_v15_sha256_block(message: &[u8], modulus_len: usize) -> Result<Vec<
     Ok(block)
 }
 
+/// What the agent sends to the card's signature key to sign a document's
+/// SHA-256 `digest` (R-SIG-1): the digest itself for ECDSA, the
+/// EMSA-PKCS1-v1_5 block around it for RSA (`modulus_len` bytes).
+pub fn digest_signature_input(kind: CardKeyKind, digest: &[u8; 32]) -> Result<Vec<u8>, CardError> {
+    match kind {
+        CardKeyKind::EcdsaP256 => Ok(digest.to_vec()),
+        CardKeyKind::Rsa { bits } => {
+            let modulus_len = usize::from(bits).div_ceil(8);
+            if !(256..=512).contains(&modulus_len) {
+                return Err(CardError::ModulusLength(modulus_len));
+            }
+            let t_len = SHA256_DIGEST_INFO_PREFIX.len() + 32;
+            let pad = modulus_len - 3 - t_len;
+            let mut block = Vec::with_capacity(modulus_len);
+            block.push(0x00);
+            block.push(0x01);
+            block.extend(std::iter::repeat_n(0xff, pad));
+            block.push(0x00);
+            block.extend_from_slice(&SHA256_DIGEST_INFO_PREFIX);
+            block.extend_from_slice(digest);
+            Ok(block)
+        }
+    }
+}
+
+/// Verifies a signature over a SHA-256 `digest` computed elsewhere (a
+/// document's, R-SIG-1): ECDSA P-256 (DER) or RSA PKCS#1 v1.5 with the
+/// SHA-256 DigestInfo.
+pub fn verify_digest_signature(
+    public_key: &CardPublicKey,
+    digest: &[u8; 32],
+    signature: &[u8],
+) -> Result<(), CardError> {
+    if signature.is_empty() {
+        return Err(CardError::Empty("signature"));
+    }
+    if signature.len() > MAX_SIGNATURE_LEN {
+        return Err(CardError::TooLarge {
+            what: "signature",
+            len: signature.len(),
+            max: MAX_SIGNATURE_LEN,
+        });
+    }
+    match public_key.kind {
+        CardKeyKind::EcdsaP256 => {
+            use p256::ecdsa::signature::hazmat::PrehashVerifier;
+            let key = p256::ecdsa::VerifyingKey::from_sec1_bytes(&public_key.ring_key)
+                .map_err(|_| CardError::MalformedKey)?;
+            let sig =
+                p256::ecdsa::Signature::from_der(signature).map_err(|_| CardError::BadSignature)?;
+            key.verify_prehash(digest, &sig)
+                .map_err(|_| CardError::BadSignature)
+        }
+        CardKeyKind::Rsa { .. } => {
+            use rsa::pkcs1::DecodeRsaPublicKey;
+            let key = rsa::RsaPublicKey::from_pkcs1_der(&public_key.ring_key)
+                .map_err(|_| CardError::MalformedKey)?;
+            // The unprefixed scheme compares the whole DigestInfo, prefix
+            // included, as RFC 8017 §8.2.2 verifies: encode, then compare.
+            let mut info = Vec::with_capacity(SHA256_DIGEST_INFO_PREFIX.len() + 32);
+            info.extend_from_slice(&SHA256_DIGEST_INFO_PREFIX);
+            info.extend_from_slice(digest);
+            key.verify(rsa::Pkcs1v15Sign::new_unprefixed(), &info, signature)
+                .map_err(|_| CardError::BadSignature)
+        }
+    }
+}
+
 /// The kind of card key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CardKeyKind {
@@ -461,6 +529,42 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn digest_signatures_verify_over_the_digest_only() {
+        use ring::rand::SystemRandom;
+        use ring::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_ASN1_SIGNING};
+        let rng = SystemRandom::new();
+        let doc = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &rng).unwrap();
+        let pair =
+            EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, doc.as_ref(), &rng).unwrap();
+        let key = CardPublicKey {
+            kind: CardKeyKind::EcdsaP256,
+            spki_der: Vec::new(),
+            ring_key: pair.public_key().as_ref().to_vec(),
+        };
+        let document = b"prescription: loxoprofen 60 mg";
+        // ring hashes the document; the card signs the digest: the same.
+        let sig = pair.sign(&rng, document).unwrap();
+        let digest = sha256(document);
+        verify_digest_signature(&key, &digest, sig.as_ref()).unwrap();
+        let mut other = digest;
+        other[0] ^= 1;
+        assert!(matches!(
+            verify_digest_signature(&key, &other, sig.as_ref()),
+            Err(CardError::BadSignature)
+        ));
+        assert!(verify_digest_signature(&key, &digest, &[]).is_err());
+        assert!(verify_digest_signature(&key, &digest, &[0x30, 0x02, 0x01]).is_err());
+        assert!(verify_digest_signature(&key, &digest, &vec![0; 2000]).is_err());
+        assert_eq!(
+            digest_signature_input(CardKeyKind::EcdsaP256, &digest).unwrap(),
+            digest
+        );
+        let block = digest_signature_input(CardKeyKind::Rsa { bits: 2048 }, &digest).unwrap();
+        assert_eq!(block.len(), 256);
+        assert_eq!(block, pkcs1_v15_sha256_block(document, 256).unwrap());
     }
 
     #[test]

@@ -120,6 +120,7 @@ async fn capture(
         begin,
         conv: &conv,
         apdu_timeout: Duration::from_secs(5),
+        operation: None,
     };
     let result = bio.capture(&attempt, factor).await;
     drop(conv);

@@ -392,6 +392,12 @@ fn reply_name(reply: &Reply) -> &'static str {
         Reply::AccountResult { .. } => "account_result",
         Reply::SessionOpened { .. } => "session_opened",
         Reply::SessionClosed {} => "session_closed",
+        Reply::Record { .. } => "record",
+        Reply::Records { .. } => "records",
+        Reply::RecordResult { .. } => "record_result",
+        Reply::SignResult { .. } => "sign_result",
+        Reply::Subscribed {} => "subscribed",
+        Reply::Event { .. } => "event",
         Reply::Error { .. } => "error",
     }
 }

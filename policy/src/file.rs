@@ -38,6 +38,22 @@ pub struct PolicyFile {
     /// How FIDO2 authenticators are handled, whatever the rule.
     #[serde(default)]
     pub fido2: Fido2File,
+    /// Records entered by proxy (R-AUTH-5, R-REC-1).
+    #[serde(default)]
+    pub records: RecordsFile,
+}
+
+/// `[records]`: records entered by one person on behalf of another.
+///
+/// There is deliberately no setting that confirms a record by itself (after
+/// a time, say): a record stays pending until its confirmer decides (R-REC-1).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordsFile {
+    /// Whether the person who entered a record may also confirm it:
+    /// `refuse` (the default; the confirmer must be someone else) or
+    /// `allow`.
+    pub self_confirmation: Option<String>,
 }
 
 /// `[fido2]`: FIDO2 settings that apply to every rule.

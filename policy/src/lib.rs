@@ -33,7 +33,8 @@ pub use evidence::{Evidence, Factor};
 pub use factor::{BiometricProtection, Category, CategorySet, FactorKind, PublicIdentifier};
 pub use policy::{
     Aaguid, Combination, CounterRegression, FailureLimits, Group, GroupId, GroupSet, IdentifyBy,
-    OfflineLimits, Policy, PolicyDigest, PurposeSet, RoleSet, Rule, SessionLimits,
+    OfflineLimits, Policy, PolicyDigest, PurposeSet, RoleSet, Rule, SelfConfirmation,
+    SessionLimits,
 };
 pub use purpose::{Purpose, UnknownPurpose};
 pub use time::{BadDuration, Seconds, UnixTime};

@@ -31,6 +31,7 @@ pub struct Policy {
     pub(crate) groups: Vec<Group>,
     pub(crate) rules: Vec<Rule>,
     pub(crate) counter_regression: CounterRegression,
+    pub(crate) self_confirmation: SelfConfirmation,
 }
 
 impl Policy {
@@ -72,6 +73,11 @@ impl Policy {
     /// What happens when a FIDO2 key's signature counter goes backwards.
     pub fn counter_regression(&self) -> CounterRegression {
         self.counter_regression
+    }
+
+    /// Whether a record's inputter may confirm it (`[records]`).
+    pub fn self_confirmation(&self) -> SelfConfirmation {
+        self.self_confirmation
     }
 
     /// The set of a user's roles that the policy knows; unknown ones are left out.
@@ -148,6 +154,38 @@ impl CounterRegression {
 impl fmt::Display for CounterRegression {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// Whether the person who entered a record by proxy may confirm it
+/// (R-AUTH-5). Either way the record is confirmed only by a person who
+/// authenticates to do so; nothing confirms it by itself (R-REC-1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum SelfConfirmation {
+    /// The confirmer must be someone other than the inputter.
+    #[default]
+    Refuse,
+    /// The inputter may confirm their own record.
+    Allow,
+}
+
+impl SelfConfirmation {
+    /// Every setting.
+    pub const ALL: [SelfConfirmation; 2] = [SelfConfirmation::Refuse, SelfConfirmation::Allow];
+
+    /// The name used in policy files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SelfConfirmation::Refuse => "refuse",
+            SelfConfirmation::Allow => "allow",
+        }
+    }
+
+    /// The setting a policy file names, if it is one.
+    pub fn parse(text: &str) -> Option<SelfConfirmation> {
+        SelfConfirmation::ALL
+            .into_iter()
+            .find(|c| c.as_str() == text)
     }
 }
 

@@ -9,8 +9,8 @@ use crate::factor::{BiometricProtection, CategorySet, FactorKind, PublicIdentifi
 use crate::file::{PolicyFile, RuleFile, SettingsFile, MAX_POLICY_BYTES};
 use crate::policy::{
     Aaguid, Combination, CounterRegression, FailureLimits, Group, GroupId, GroupSet, IdentifyBy,
-    OfflineLimits, Policy, PolicyDigest, PurposeSet, RoleSet, Rule, SessionLimits,
-    MAX_COMBINATIONS, MAX_FACTORS, MAX_GROUPS, MAX_ROLES, MAX_RULES,
+    OfflineLimits, Policy, PolicyDigest, PurposeSet, RoleSet, Rule, SelfConfirmation,
+    SessionLimits, MAX_COMBINATIONS, MAX_FACTORS, MAX_GROUPS, MAX_ROLES, MAX_RULES,
 };
 use crate::purpose::Purpose;
 use crate::time::Seconds;
@@ -178,6 +178,27 @@ pub fn validate(file: &PolicyFile) -> Result<Policy, Vec<Violation>> {
         }),
     };
 
+    let self_confirmation = match file.records.self_confirmation.as_deref() {
+        None => SelfConfirmation::default(),
+        Some(text) => SelfConfirmation::parse(text).unwrap_or_else(|| {
+            v.push(
+                Violation::new(
+                    Code::UnknownName,
+                    format!(
+                        "records.self_confirmation: unknown setting {:?} (known: refuse, allow)",
+                        truncate(text)
+                    ),
+                    format!(
+                        "records.self_confirmation: 不明な設定 {:?}(使用可能: refuse, allow)",
+                        truncate(text)
+                    ),
+                )
+                .in_rule("[records]"),
+            );
+            SelfConfirmation::default()
+        }),
+    };
+
     if !v.is_empty() {
         return Err(v);
     }
@@ -201,6 +222,7 @@ pub fn validate(file: &PolicyFile) -> Result<Policy, Vec<Violation>> {
         groups: group_list,
         rules,
         counter_regression,
+        self_confirmation,
     };
     policy.digest = digest(&policy);
     Ok(policy)
@@ -1082,6 +1104,9 @@ fn canonical_json(policy: &Policy) -> Value {
     // before the setting existed stay what they were.
     if policy.counter_regression != CounterRegression::default() {
         canonical["fido2"] = json!({ "counter_regression": policy.counter_regression.as_str() });
+    }
+    if policy.self_confirmation != SelfConfirmation::default() {
+        canonical["records"] = json!({ "self_confirmation": policy.self_confirmation.as_str() });
     }
     canonical
 }

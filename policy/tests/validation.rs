@@ -498,3 +498,37 @@ fn fido2_counter_regression_is_refuse_or_suspend() {
         Err(PolicyError::Parse(_))
     ));
 }
+
+#[test]
+fn r_auth_5_self_confirmation_is_refused_unless_allowed() {
+    let base = policy_text(r#"[["fido2_uv"]]"#, "");
+    let default = Policy::from_toml(&base).unwrap();
+    assert_eq!(
+        default.self_confirmation(),
+        clinauth_policy::SelfConfirmation::Refuse
+    );
+    let allow = Policy::from_toml(&format!(
+        "{base}\n[records]\nself_confirmation = \"allow\"\n"
+    ))
+    .unwrap();
+    assert_eq!(
+        allow.self_confirmation(),
+        clinauth_policy::SelfConfirmation::Allow
+    );
+    assert_ne!(allow.digest(), default.digest());
+    let explicit = Policy::from_toml(&format!(
+        "{base}\n[records]\nself_confirmation = \"refuse\"\n"
+    ))
+    .unwrap();
+    assert_eq!(explicit.digest(), default.digest());
+    let found = violations(&format!(
+        "{base}\n[records]\nself_confirmation = \"after_24h\"\n"
+    ));
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert!(found[0].en.contains("refuse, allow"), "{}", found[0].en);
+    // R-REC-1: there is no setting that confirms a record by itself.
+    assert!(matches!(
+        Policy::from_toml(&format!("{base}\n[records]\nauto_confirm_after = \"7d\"\n")),
+        Err(PolicyError::Parse(_))
+    ));
+}

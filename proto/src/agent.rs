@@ -13,8 +13,10 @@ use clinauth_policy::Purpose;
 use serde::{Deserialize, Serialize};
 
 use crate::frame::FrameError;
+use crate::records::{Action, Digest, RecordId, RecordView, Summary, Verdict};
 use crate::secret::SecretString;
 use crate::text::{Label, Text, Ticket, UserName};
+use crate::workstation::B64;
 
 /// Client → agent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -82,6 +84,76 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         session_id: Option<Label>,
     },
+    /// A clinical app's step-up: a fresh two-factor authentication of the
+    /// user for `action`, decided by the policy's `step_up` rules. The PIN
+    /// is asked through pinentry, never through the app; the app gets
+    /// `info` replies, then [`Reply::AuthResult`] with the ticket.
+    StepUp {
+        /// The user; absent: the caller's own user.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        user: Option<UserName>,
+        /// The app's action, stated in the ticket.
+        action: Action,
+        /// The oldest a factor may be, and the longest the ticket lives, in
+        /// seconds (1 to 86,400).
+        max_age: u32,
+    },
+    /// Registers a record the user entered on behalf of `confirmer`
+    /// (proxy input, R-REC-1). The user must be authenticated on this
+    /// workstation (a login or step-up whose ticket is still valid), else
+    /// the agent first steps them up through pinentry. Answered by
+    /// [`Reply::Record`].
+    RegisterRecord {
+        /// The inputter; absent: the caller's own user.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        user: Option<UserName>,
+        /// The record's digest, computed by the app.
+        digest: Digest,
+        /// What it is, for the confirmer.
+        summary: Summary,
+        /// Who is to confirm it.
+        confirmer: UserName,
+    },
+    /// The records waiting for the user to confirm. Answered by
+    /// [`Reply::Records`].
+    PendingRecords {
+        /// The confirmer; absent: the caller's own user.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        user: Option<UserName>,
+    },
+    /// A record in any state, with its confirmation once decided, for its
+    /// inputter or confirmer. Answered by [`Reply::Record`].
+    GetRecord {
+        /// The record.
+        record: RecordId,
+    },
+    /// The confirmer confirms or rejects a record after a fresh two-factor
+    /// authentication under the `confirm` rules (PIN through pinentry). Ends
+    /// with [`Reply::RecordResult`].
+    DecideRecord {
+        /// The confirmer; absent: the caller's own user.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        user: Option<UserName>,
+        /// The record.
+        record: RecordId,
+        /// Confirm or reject.
+        verdict: Verdict,
+    },
+    /// Signs a document digest with the card's signature key (PIV 9C, the
+    /// PIN through pinentry every time), after the `sign` rules (and the
+    /// HPKI qualification they require) allow it. Ends with
+    /// [`Reply::SignResult`].
+    Sign {
+        /// The signer; absent: the caller's own user.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        user: Option<UserName>,
+        /// The digest to sign.
+        digest: Digest,
+    },
+    /// Events from now on: cards inserted and removed, sessions locked and
+    /// unlocked, users switched. Answered by [`Reply::Subscribed`], then an
+    /// [`Reply::Event`] per event until the caller hangs up.
+    Subscribe {},
 }
 
 /// Agent → client.
@@ -162,6 +234,57 @@ pub enum Reply {
     },
     /// The answer to [`Request::CloseSession`].
     SessionClosed {},
+    /// A record (the answer to [`Request::RegisterRecord`] and
+    /// [`Request::GetRecord`]).
+    Record {
+        /// The record.
+        record: Box<RecordView>,
+    },
+    /// The answer to [`Request::PendingRecords`], oldest first.
+    Records {
+        /// The records.
+        records: Vec<RecordView>,
+        /// More are waiting than one answer holds.
+        #[serde(default)]
+        truncated: bool,
+    },
+    /// The end of a [`Request::DecideRecord`] conversation.
+    RecordResult {
+        /// Decided, or refused.
+        outcome: Outcome,
+        /// The record as decided, with its signed confirmation.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        record: Option<Box<RecordView>>,
+        /// Why it was refused.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<Text>,
+    },
+    /// The end of a [`Request::Sign`] conversation.
+    SignResult {
+        /// Signed, or refused.
+        outcome: Outcome,
+        /// The signature over the digest: ECDSA (DER) or RSA PKCS#1 v1.5,
+        /// base64url.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        signature: Option<B64<512>>,
+        /// The signature certificate (DER, base64url).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        certificate: Option<B64<16384>>,
+        /// The server's ticket for the signing authentication (`op` names
+        /// the digest).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ticket: Option<Ticket>,
+        /// Why it was refused (a missing HPKI qualification, say).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<Text>,
+    },
+    /// The answer to [`Request::Subscribe`].
+    Subscribed {},
+    /// Something happened at this workstation.
+    Event {
+        /// What.
+        event: AgentEvent,
+    },
     /// The request failed. See [`ErrorCode::closes_connection`].
     Error {
         /// What kind of failure.
@@ -169,6 +292,44 @@ pub enum Reply {
         /// A human-readable explanation, never containing a secret.
         message: Text,
     },
+}
+
+/// An event for subscribers ([`Request::Subscribe`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentEvent {
+    /// What happened.
+    pub kind: EventKind,
+    /// When, milliseconds since the epoch.
+    pub at_ms: i64,
+    /// The reader, for card events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reader: Option<Label>,
+    /// The user concerned: the session's user, or the new user after a
+    /// switch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<UserName>,
+    /// The logind session, for session events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<Label>,
+}
+
+/// The kinds of [`AgentEvent`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// A card or badge was inserted or tapped.
+    CardInserted,
+    /// A card left its reader.
+    CardRemoved,
+    /// A session was locked (tap-out, idle, re-tap).
+    SessionLocked,
+    /// A session was unlocked.
+    SessionUnlocked,
+    /// Another user's card on a locked session started a user switch.
+    UserSwitched,
+    /// Events were dropped because the subscriber read too slowly.
+    Lagged,
 }
 
 /// Whether a prompt's answer is echoed.
@@ -358,7 +519,47 @@ mod tests {
                 service: label("login"),
                 session_id: None,
             },
+            Request::StepUp {
+                user: None,
+                action: Action::new("order.opioid").unwrap(),
+                max_age: 120,
+            },
+            Request::RegisterRecord {
+                user: Some(user("clerk.ito")),
+                digest: Digest::parse(&format!("sha256:{}", "ab".repeat(32))).unwrap(),
+                summary: Summary::new("処方 ロキソプロフェン").unwrap(),
+                confirmer: user("dr.suzuki"),
+            },
+            Request::PendingRecords { user: None },
+            Request::GetRecord {
+                record: RecordId::new(&"0c".repeat(16)).unwrap(),
+            },
+            Request::DecideRecord {
+                user: None,
+                record: RecordId::new(&"0c".repeat(16)).unwrap(),
+                verdict: Verdict::Confirm,
+            },
+            Request::Sign {
+                user: None,
+                digest: Digest::parse(&format!("sha256:{}", "cd".repeat(32))).unwrap(),
+            },
+            Request::Subscribe {},
         ]
+    }
+
+    fn record() -> RecordView {
+        RecordView {
+            id: RecordId::new(&"0c".repeat(16)).unwrap(),
+            digest: Digest::parse(&format!("sha256:{}", "ab".repeat(32))).unwrap(),
+            summary: Summary::new("Order").unwrap(),
+            inputter: "clerk.ito".into(),
+            confirmer: "dr.suzuki".into(),
+            entered_at_workstation: "ward3-ws01".into(),
+            entered_at: 1_800_000_000,
+            state: crate::records::RecordState::Pending,
+            decided_at: None,
+            confirmation: None,
+        }
     }
 
     pub(crate) fn all_replies() -> Vec<Reply> {
@@ -420,6 +621,35 @@ mod tests {
                 card_bound: true,
             },
             Reply::SessionClosed {},
+            Reply::Record {
+                record: Box::new(record()),
+            },
+            Reply::Records {
+                records: vec![record()],
+                truncated: false,
+            },
+            Reply::RecordResult {
+                outcome: Outcome::Deny,
+                record: None,
+                reason: Some(text("the inputter cannot confirm their own record")),
+            },
+            Reply::SignResult {
+                outcome: Outcome::Allow,
+                signature: Some(B64(vec![0x30, 0x44])),
+                certificate: Some(B64(vec![0x30, 0x82])),
+                ticket: Some(Ticket::new("a.b.c").unwrap()),
+                reason: None,
+            },
+            Reply::Subscribed {},
+            Reply::Event {
+                event: AgentEvent {
+                    kind: EventKind::CardRemoved,
+                    at_ms: 1_800_000_000_000,
+                    reader: Some(label("Virtual PCD 00 00")),
+                    user: Some(user("yamada")),
+                    session: None,
+                },
+            },
             Reply::Error {
                 code: ErrorCode::UnknownUser,
                 message: text("no such user"),

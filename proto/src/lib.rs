@@ -38,12 +38,14 @@
 
 pub mod agent;
 pub mod client;
+pub mod confirmation;
 pub mod envelope;
 pub mod events;
 pub mod frame;
 pub mod fuzzing;
 mod jws;
 pub mod offline;
+pub mod records;
 pub mod secret;
 pub mod serve;
 pub mod text;

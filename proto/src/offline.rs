@@ -370,6 +370,7 @@ mod tests {
                 idle_lock: 0,
                 offline: false,
                 review: false,
+                op: None,
             },
             &k,
             "k1",

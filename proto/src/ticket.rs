@@ -51,6 +51,11 @@ pub struct Claims {
     /// Flagged for an officer's review (break-glass, R-EMERG-1).
     #[serde(default)]
     pub review: bool,
+    /// What a step-up, confirmation or signature was for (the app's action,
+    /// the record and verdict, the document digest), as bound to the
+    /// challenge; absent for logins and plain authentications.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub op: Option<crate::records::Operation>,
 }
 
 /// Why a ticket was refused.
@@ -140,6 +145,7 @@ mod tests {
             idle_lock: 180,
             offline: false,
             review: false,
+            op: None,
         }
     }
 

@@ -69,6 +69,10 @@ pub struct BeginRequest {
     pub user: String,
     /// What the authentication is for.
     pub purpose: Purpose,
+    /// What a step-up, confirmation or signature is for; bound to the
+    /// challenge and stated in the ticket. Its kind must match `purpose`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operation: Option<crate::records::Operation>,
 }
 
 /// The answer to begin.
@@ -140,6 +144,18 @@ pub enum EvidenceItem {
         /// The reader's signed decision.
         decision: B64<2048>,
     },
+    /// The document signature of a `sign` operation: the card's signature
+    /// key (PIV 9C, HPKI 署名用) over the operation's digest. Counts only
+    /// beside the card's challenge signature, from the same holder.
+    DocumentSignature {
+        /// The signature certificate (DER).
+        certificate: B64<16384>,
+        /// Intermediate certificates, if the card carries them (DER each).
+        #[serde(default)]
+        chain: Vec<B64<16384>>,
+        /// The signature over the digest (ECDSA DER, or RSA PKCS#1 v1.5).
+        signature: B64<512>,
+    },
 }
 
 /// `POST /v1/auth/finish`.
@@ -201,6 +217,56 @@ pub struct AccountResponse {
     /// Why not, in Japanese.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason_ja: Option<String>,
+}
+
+/// `POST /v1/records/register`: a record entered by proxy, to stay pending
+/// until its confirmer decides (R-REC-1).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterRecordRequest {
+    /// The inputter's ticket from this workstation (login, unlock or
+    /// step-up, unexpired): the inputter is authenticated (R-AUTH-5).
+    pub inputter_ticket: String,
+    /// The record's digest.
+    pub digest: crate::records::Digest,
+    /// What it is, for the confirmer.
+    pub summary: crate::records::Summary,
+    /// Who is to confirm it.
+    pub confirmer: String,
+}
+
+/// `POST /v1/records/pending`: the records waiting for `confirmer`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PendingRecordsRequest {
+    /// The confirmer.
+    pub confirmer: String,
+}
+
+/// `POST /v1/records/decide`: the confirmer's verdict, proven by a ticket
+/// of a `confirm` authentication bound to this record and verdict.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecideRecordRequest {
+    /// The confirmer's fresh `confirm` ticket, whose `op` names the record
+    /// and the verdict.
+    pub ticket: String,
+}
+
+/// `POST /v1/records/get`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GetRecordRequest {
+    /// The record.
+    pub record: crate::records::RecordId,
+}
+
+/// A list of records.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordList {
+    /// Oldest first, at most [`crate::records::MAX_LISTED`].
+    pub records: Vec<crate::records::RecordView>,
 }
 
 /// An error body (any 4xx/5xx of the server's APIs).

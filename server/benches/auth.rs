@@ -187,6 +187,7 @@ fn crypto(c: &mut Criterion) {
         idle_lock: 180,
         offline: false,
         review: false,
+        op: None,
     };
     c.bench_function("ticket_sign_ed25519", |b| {
         b.iter(|| ticket::sign(black_box(&claims), &ticket_key, "kid").unwrap())
@@ -245,6 +246,7 @@ async fn server() -> Server {
     let commits = clinauth_server::auth::commit::Committer::new(store.clone(), keys.clone());
     let auth = AuthService {
         commits,
+        clock: Default::default(),
         store,
         policy,
         keys,
@@ -276,6 +278,7 @@ async fn card_login(s: &Server, rng: &SystemRandom) {
             &BeginRequest {
                 user: USER.into(),
                 purpose: Purpose::Login,
+                operation: None,
             },
             now_ms,
         )

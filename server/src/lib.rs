@@ -23,6 +23,7 @@ pub mod metrics;
 pub mod officer;
 pub mod pki;
 pub mod policy_store;
+pub mod records;
 pub mod review;
 pub mod run;
 pub mod store;

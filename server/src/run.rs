@@ -126,6 +126,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             ..Verifiers::default()
         }),
         commits,
+        clock: Default::default(),
     };
     let metrics = Arc::new(Metrics::default());
 
@@ -245,19 +246,28 @@ async fn housekeeping(auth: AuthService, stop: watch::Receiver<bool>) {
             () = &mut done => return,
             _ = tick.tick() => {}
         }
-        let now = clock::now_ms();
-        match auth.store.begin().await {
-            Ok(mut tx) => {
-                // Keep used challenges a while for the audit trail's sake.
-                if challenge::purge(&mut tx, now - 3_600_000).await.is_ok() {
-                    let _ = tx.commit().await;
-                }
+        housekeep_once(&auth).await;
+    }
+}
+
+/// One pass of housekeeping at the service's clock: expired challenges and
+/// their operations are forgotten, the active policy is reloaded. Records
+/// are not touched: a pending record stays pending (R-REC-1).
+pub async fn housekeep_once(auth: &AuthService) {
+    let now = auth.clock.now_ms();
+    match auth.store.begin().await {
+        Ok(mut tx) => {
+            // Keep used challenges a while for the audit trail's sake.
+            if challenge::purge(&mut tx, now - 3_600_000).await.is_ok() {
+                let _ = tx.commit().await;
             }
-            Err(e) => tracing::warn!(error = %e, "housekeeping: database unavailable"),
+            // Never a record: nothing here touches them (R-REC-1).
+            let _ = crate::auth::operation::purge(&auth.store, now - 3_600_000).await;
         }
-        if let Err(e) = auth.policy.reload(&auth.store).await {
-            tracing::error!(error = %e, "housekeeping: could not reload the active policy");
-        }
+        Err(e) => tracing::warn!(error = %e, "housekeeping: database unavailable"),
+    }
+    if let Err(e) = auth.policy.reload(&auth.store).await {
+        tracing::error!(error = %e, "housekeeping: could not reload the active policy");
     }
 }
 

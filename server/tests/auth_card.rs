@@ -186,6 +186,7 @@ async fn attempt(
             &BeginRequest {
                 user: user.into(),
                 purpose: Purpose::Login,
+                operation: None,
             },
             now,
         )

@@ -35,6 +35,7 @@ async fn begin(f: &Fixture, ws: &Workstation, user: &str, now: i64) -> BeginResp
             &BeginRequest {
                 user: user.into(),
                 purpose: Purpose::Login,
+                operation: None,
             },
             now,
         )

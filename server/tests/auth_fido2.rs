@@ -94,6 +94,7 @@ async fn login(
             &BeginRequest {
                 user: "nurse.tanaka".into(),
                 purpose: Purpose::Login,
+                operation: None,
             },
             at,
         )
@@ -150,6 +151,7 @@ async fn fido2_assertion_is_bound_to_its_challenge() {
             &BeginRequest {
                 user: "nurse.tanaka".into(),
                 purpose: Purpose::Login,
+                operation: None,
             },
             T0 + 20_000,
         )
@@ -192,6 +194,7 @@ async fn users_without_keys_get_no_webauthn_request() {
             &BeginRequest {
                 user: "nurse.tanaka".into(),
                 purpose: Purpose::Login,
+                operation: None,
             },
             T0,
         )

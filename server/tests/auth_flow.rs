@@ -14,6 +14,7 @@ fn begin(user: &str) -> BeginRequest {
     BeginRequest {
         user: user.into(),
         purpose: Purpose::Login,
+        operation: None,
     }
 }
 
@@ -61,6 +62,7 @@ async fn refusals(db: &TestDb) {
     let sign = BeginRequest {
         user: "nurse.tanaka".into(),
         purpose: Purpose::Sign,
+        operation: None,
     };
     assert!(matches!(
         f.auth.begin(&f.ws, &sign, T0).await,

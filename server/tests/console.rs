@@ -163,6 +163,7 @@ fn officer_ticket(server: &run::Running, user: &str, purpose: Purpose) -> String
         idle_lock: 300,
         offline: false,
         review: false,
+        op: None,
     };
     ticket::sign(
         &claims,

@@ -114,6 +114,7 @@ async fn begin(f: &Fixture, at: i64) -> BeginResponse {
             &BeginRequest {
                 user: "nurse.tanaka".into(),
                 purpose: Purpose::Login,
+                operation: None,
             },
             at,
         )
@@ -171,6 +172,7 @@ fn officer_ticket(f: &Fixture) -> String {
         idle_lock: 300,
         offline: false,
         review: false,
+        op: None,
     };
     ticket::sign(&claims, &f.auth.keys.ticket, &f.auth.keys.ticket_kid).unwrap()
 }

@@ -19,6 +19,7 @@ fn begin_req() -> BeginRequest {
     BeginRequest {
         user: "nurse.tanaka".into(),
         purpose: Purpose::Login,
+        operation: None,
     }
 }
 
@@ -106,6 +107,7 @@ async fn two_replicas(db: &TestDb) {
     let other = AuthService {
         store: other_store.clone(),
         commits: clinauth_server::auth::commit::Committer::new(other_store, f.auth.keys.clone()),
+        clock: Default::default(),
         ..f.auth.clone()
     };
     let (a, b) = tokio::join!(

@@ -38,6 +38,7 @@ fn token_for(f: &Fixture, user: &str, exp_in: i64, purpose: Purpose) -> String {
         idle_lock: 300,
         offline: false,
         review: false,
+        op: None,
     };
     ticket::sign(&claims, &f.auth.keys.ticket, &f.auth.keys.ticket_kid).unwrap()
 }

@@ -177,6 +177,7 @@ fn claims(user: &str, ws: &str, iat: i64, jti: &str) -> Claims {
         idle_lock: 180,
         offline: false,
         review: false,
+        op: None,
     }
 }
 

@@ -102,6 +102,7 @@ async fn login(
             &BeginRequest {
                 user: user.into(),
                 purpose,
+                operation: None,
             },
             at,
         )
@@ -149,6 +150,7 @@ fn ticket_of(f: &Fixture, user: &str) -> String {
         idle_lock: 300,
         offline: false,
         review: false,
+        op: None,
     };
     ticket::sign(&claims, &f.auth.keys.ticket, &f.auth.keys.ticket_kid).unwrap()
 }

@@ -17,8 +17,9 @@
 use std::fmt;
 
 use clinauth_factors::card::{
-    challenge_message, pkcs1_v15_sha256_block, sha256, verify_signature, CardKeyKind,
-    CardPublicKey, MAX_CERTIFICATE_LEN, NONCE_LEN,
+    challenge_message, digest_signature_input, pkcs1_v15_sha256_block, sha256,
+    verify_digest_signature, verify_signature, CardKeyKind, CardPublicKey, MAX_CERTIFICATE_LEN,
+    NONCE_LEN,
 };
 use clinauth_policy::Purpose;
 use zeroize::Zeroizing;
@@ -463,6 +464,28 @@ impl<T: Transport> CardSession<T> {
         self.certificate(slot)?;
         self.verify_pin(pin, last_try)?;
         self.sign_message(slot, message)
+    }
+
+    /// Signs a document's SHA-256 `digest` with the signature key (9C,
+    /// "PIN always": VERIFY right before, every time; R-SIG-1), and checks
+    /// the signature against the slot's certificate before returning it
+    /// with that certificate.
+    pub fn sign_digest_with_pin(
+        &mut self,
+        digest: &[u8; 32],
+        pin: &Pin,
+        last_try: LastTry,
+    ) -> Result<SignedChallenge, CardError> {
+        let cert = self.certificate(PivSlot::Signature)?.clone();
+        let alg = cert.algorithm()?;
+        let input = Zeroizing::new(digest_signature_input(cert.public_key().kind(), digest)?);
+        self.verify_pin(pin, last_try)?;
+        let signature = self.general_authenticate(PivSlot::Signature, alg, &input)?;
+        verify_digest_signature(cert.public_key(), digest, &signature)?;
+        Ok(SignedChallenge {
+            signature,
+            certificate_der: cert.der().to_vec(),
+        })
     }
 
     /// Signs the server's card challenge with the 9A key:

@@ -9,6 +9,7 @@
 //! the signature so that no other application slips in between.
 
 use clinauth_proto::agent::{PromptKind, PromptStyle};
+use clinauth_proto::records::Operation;
 use clinauth_proto::workstation::{EvidenceItem, B64};
 use zeroize::Zeroizing;
 
@@ -27,6 +28,9 @@ pub struct CardProof {
     /// SHA-256 of the card's authentication certificate (the session binds
     /// to it for tap-out).
     pub fingerprint: [u8; 32],
+    /// For a `sign` operation: the signature key's signature over the
+    /// document digest, with its certificate.
+    pub document: Option<EvidenceItem>,
 }
 
 async fn blocking<T: Send + 'static>(
@@ -97,12 +101,38 @@ pub async fn prove(attempt: &Attempt<'_>, reader: &str) -> Result<CardProof, Log
     let user = attempt.user.as_str().to_owned();
     let workstation = attempt.workstation.to_owned();
     let purpose = attempt.purpose;
-    let signed = blocking(move || {
+    let digest: Option<[u8; 32]> =
+        match attempt.operation {
+            Some(Operation::Sign { digest }) => Some(digest.bytes().try_into().map_err(|_| {
+                LoginError::Device("card signatures are over SHA-256 digests".into())
+            })?),
+            _ => None,
+        };
+    let (signed, document) = blocking(move || {
         let mut session = session;
         session.verify_pin(&pin, last_try)?;
-        session.sign_challenge(&nonce, &user, &workstation, purpose)
+        let signed = session.sign_challenge(&nonce, &user, &workstation, purpose)?;
+        // The signature key wants the PIN again, right before (PIN always);
+        // the tries were just reset by the good PIN.
+        let document = match digest {
+            Some(d) => Some(session.sign_digest_with_pin(&d, &pin, LastTry::Refuse)?),
+            None => None,
+        };
+        Ok((signed, document))
     })
     .await?;
+    let document = match document {
+        Some(doc) => Some(EvidenceItem::DocumentSignature {
+            certificate: B64::new(doc.certificate_der).ok_or_else(|| {
+                LoginError::Internal("the signature certificate is too large".into())
+            })?,
+            chain: Vec::new(),
+            signature: B64::new(doc.signature).ok_or_else(|| {
+                LoginError::Internal("the document signature is too large".into())
+            })?,
+        }),
+        None => None,
+    };
     let certificate = B64::new(signed.certificate_der)
         .ok_or_else(|| LoginError::Internal("the card certificate is too large".into()))?;
     let signature = B64::new(signed.signature)
@@ -115,6 +145,7 @@ pub async fn prove(attempt: &Attempt<'_>, reader: &str) -> Result<CardProof, Log
             pin_protected_key: true,
         },
         fingerprint,
+        document,
     })
 }
 

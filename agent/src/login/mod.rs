@@ -21,6 +21,7 @@ pub mod typed;
 use std::time::Duration;
 
 use clinauth_policy::Purpose;
+use clinauth_proto::records::Operation;
 use clinauth_proto::workstation::{
     BeginRequest, BeginResponse, EvidenceItem, FinishRequest, FinishResponse, B64,
 };
@@ -46,6 +47,8 @@ pub struct Attempt<'a> {
     pub conv: &'a Conversation,
     /// One APDU exchange.
     pub apdu_timeout: Duration,
+    /// What a step-up, confirmation or signature is for.
+    pub operation: Option<&'a Operation>,
 }
 
 /// The devices a flow may use.
@@ -72,6 +75,10 @@ pub struct CardUsed {
     pub identity: CardIdentity,
 }
 
+/// A document signature (ECDSA DER or RSA PKCS#1 v1.5) and the signature
+/// certificate (DER), released to the app only with the server's allow.
+pub type DocumentSigned = (B64<512>, B64<16384>);
+
 /// How a flow ended, when it ended normally.
 #[derive(Debug)]
 pub enum Outcome {
@@ -85,6 +92,8 @@ pub enum Outcome {
         factors: Vec<String>,
         /// The card or badge used, if any.
         card: Option<CardUsed>,
+        /// A `sign` operation's document signature and certificate.
+        document: Option<DocumentSigned>,
     },
     /// Refused, with the reason.
     Deny {
@@ -162,21 +171,33 @@ fn reader_of(present: &Present, want: fn(&CardIdentity) -> bool) -> Option<(Stri
         .map(|(r, c)| (r.clone(), c.clone()))
 }
 
-/// Runs an online authentication of `user` for `purpose`.
+/// Runs an online authentication of `user` for `purpose` (and the app
+/// operation it is for, bound to the server's challenge).
 pub async fn authenticate(
     server: &ServerClient,
     devices: &Devices,
     workstation: &str,
     user: &UserName,
     purpose: Purpose,
+    operation: Option<&Operation>,
     conv: &Conversation,
 ) -> Result<Outcome, LoginError> {
     let begin = server
         .begin(&BeginRequest {
             user: user.as_str().to_owned(),
             purpose,
+            operation: operation.cloned(),
         })
         .await?;
+    // A signature is the card's: only combinations with the card will do.
+    let signing = matches!(operation, Some(Operation::Sign { .. }));
+    let begin = if signing {
+        let mut begin = begin;
+        begin.options.retain(|o| o.iter().any(|f| f == "smartcard"));
+        begin
+    } else {
+        begin
+    };
     if begin.options.is_empty() {
         return Ok(Outcome::Deny {
             reason: format!("the policy allows no login for {purpose} here"),
@@ -206,10 +227,12 @@ pub async fn authenticate(
         begin: &begin,
         conv,
         apdu_timeout: devices.apdu_timeout,
+        operation,
     };
     let mut evidence: Vec<EvidenceItem> = Vec::new();
     let mut card_used = None;
     let mut card_done = false;
+    let mut document: Option<DocumentSigned> = None;
     for factor in &option {
         match factor.as_str() {
             "smartcard" | "card_pin" => {
@@ -229,6 +252,15 @@ pub async fn authenticate(
                     return Err(LoginError::Card(CardError::CardRemoved));
                 }
                 evidence.push(proof.evidence);
+                if let Some(EvidenceItem::DocumentSignature {
+                    certificate,
+                    signature,
+                    ..
+                }) = &proof.document
+                {
+                    document = Some((signature.clone(), certificate.clone()));
+                }
+                evidence.extend(proof.document);
                 card_used = Some(CardUsed { reader, identity });
                 card_done = true;
             }
@@ -266,6 +298,7 @@ pub async fn authenticate(
             rule,
             factors,
             card: card_used,
+            document,
         },
         FinishResponse::Deny {
             reason,

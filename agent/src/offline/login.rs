@@ -258,6 +258,7 @@ impl Offline {
                 begin: &begin,
                 conv,
                 apdu_timeout: devices.apdu_timeout,
+                operation: None,
             };
             let proof = card::prove(&attempt, &reader).await?;
             if identity
@@ -345,6 +346,7 @@ impl Offline {
             begin: &begin,
             conv,
             apdu_timeout: devices.apdu_timeout,
+            operation: None,
         };
         let evidence = devices.fido2.assert(&attempt, "fido2_uv").await?;
         let EvidenceItem::Fido2 { assertion } = evidence else {

@@ -183,9 +183,27 @@ pub(crate) struct Inner {
     wake: Arc<Notify>,
     shutdown: Arc<Notify>,
     user_names: UserNames,
+    /// Locks, unlocks and switches, for the socket's subscribers.
+    events: tokio::sync::broadcast::Sender<clinauth_proto::agent::AgentEvent>,
 }
 
 impl Inner {
+    /// Tells subscribers (none listening is fine).
+    pub(super) fn publish(
+        &self,
+        kind: clinauth_proto::agent::EventKind,
+        user: Option<&str>,
+        session: &str,
+    ) {
+        let _ = self.events.send(clinauth_proto::agent::AgentEvent {
+            kind,
+            at_ms: crate::clock::now_ms(),
+            reader: None,
+            user: user.and_then(|u| clinauth_proto::UserName::new(u).ok()),
+            session: clinauth_proto::Label::new(session).ok(),
+        });
+    }
+
     fn with_state<R>(&self, f: impl FnOnce(&mut Bindings) -> R) -> Option<R> {
         match self.state.lock() {
             Ok(mut s) => Some(f(&mut s)),
@@ -278,8 +296,14 @@ impl Sessions {
                 wake: Arc::new(Notify::new()),
                 shutdown: Arc::new(Notify::new()),
                 user_names,
+                events: tokio::sync::broadcast::channel(64).0,
             }),
         }
+    }
+
+    /// Session locks, unlocks and user switches from now on.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<clinauth_proto::agent::AgentEvent> {
+        self.inner.events.subscribe()
     }
 
     /// The settings.

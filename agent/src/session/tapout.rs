@@ -31,6 +31,7 @@ use crate::audit::AgentEvent;
 use crate::card::{CardIdentity, ReaderEvent};
 use crate::clock;
 use crate::readers::{usable, Present};
+use clinauth_proto::agent::EventKind;
 
 use super::bindings::{describe, Binding, Bindings};
 use super::logind::{LogindError, SessionChange};
@@ -393,6 +394,8 @@ pub(super) async fn perform(inner: &Inner, actions: Vec<Action>) {
                 };
                 if let Err(e) = &result {
                     tracing::error!(session = %session, error = %e, "lock failed");
+                } else {
+                    inner.publish(EventKind::SessionLocked, Some(&user), &session);
                 }
                 inner
                     .audit
@@ -409,12 +412,15 @@ pub(super) async fn perform(inner: &Inner, actions: Vec<Action>) {
                 card_user,
                 target,
             } => switch(inner, &from, &from_user, &seat, &card, card_user, target).await,
-            Action::Unlocked { session, user } => inner.audit.record(session_event(
-                "session_unlock",
-                "done",
-                &user,
-                format!("session {session} unlocked by its screen locker"),
-            )),
+            Action::Unlocked { session, user } => {
+                inner.publish(EventKind::SessionUnlocked, Some(&user), &session);
+                inner.audit.record(session_event(
+                    "session_unlock",
+                    "done",
+                    &user,
+                    format!("session {session} unlocked by its screen locker"),
+                ));
+            }
             Action::Gone { session, user } => inner.audit.record(session_event(
                 "session_close",
                 "done",
@@ -460,7 +466,11 @@ async fn switch(
         return;
     }
     // Whatever the agent believes, the session left behind is locked.
-    if let Err(e) = inner.logind.lock_session(from).await {
+    let locked = inner.logind.lock_session(from).await;
+    if locked.is_ok() {
+        inner.publish(EventKind::SessionLocked, Some(from_user), from);
+    }
+    if let Err(e) = locked {
         tracing::error!(session = %from, error = %e, "lock before the switch failed");
         inner.audit.record(session_event(
             "session_switch",
@@ -481,6 +491,9 @@ async fn switch(
             }),
         _ => logind_switch(inner, from, seat, card_user.as_deref(), target).await,
     };
+    if result.is_ok() {
+        inner.publish(EventKind::UserSwitched, card_user.as_deref(), from);
+    }
     let (outcome, detail) = match result {
         Ok(how) => (
             "done",

@@ -22,8 +22,10 @@ use tokio::task::JoinHandle;
 use zeroize::{Zeroize, Zeroizing};
 
 use super::peer::{authorize, Peer};
+use crate::apps::{self, events::Subscription};
 use crate::conversation::{Conversation, Exchange};
 use crate::daemon::Daemon;
+use clinauth_policy::Purpose;
 
 /// A conversation in progress.
 struct Talk {
@@ -68,8 +70,11 @@ pub async fn serve(stream: UnixStream, peer: Peer, daemon: Arc<Daemon>) {
     let mut buf = Zeroizing::new(vec![0u8; 4096]);
     let mut talk: Option<Talk> = None;
     let mut next_prompt: u32 = 1;
+    // The `subscribe` request's id and its sources, once subscribed.
+    let mut subscription: Option<(u64, Subscription)> = None;
     loop {
         let conversing = talk.is_some();
+        let subscribed = subscription.is_some();
         tokio::select! {
             read = reader.read(&mut buf[..]) => {
                 let n = match read {
@@ -107,6 +112,19 @@ pub async fn serve(stream: UnixStream, peer: Peer, daemon: Arc<Daemon>) {
                             return;
                         }
                     };
+                    if let Request::Subscribe {} = request.body {
+                        if authorize(&peer, &request.body).is_ok() {
+                            subscription = Some((
+                                request.id,
+                                Subscription::new(daemon.readers().subscribe(), daemon.sessions().subscribe()),
+                            ));
+                            daemon.note_subscribed(&peer);
+                            if !send(&mut writer, request.id, &Reply::Subscribed {}).await {
+                                return;
+                            }
+                            continue;
+                        }
+                    }
                     if !handle(&mut writer, &peer, &daemon, request, &mut talk, &mut next_prompt).await {
                         buf.zeroize();
                         return;
@@ -114,6 +132,12 @@ pub async fn serve(stream: UnixStream, peer: Peer, daemon: Arc<Daemon>) {
                 }
                 if let Some(used) = buf.get_mut(..n) {
                     used.zeroize();
+                }
+            }
+            event = async { match subscription.as_mut() { Some((_, sub)) => sub.next().await, None => unreachable_future().await } }, if subscribed => {
+                let Some((sub_id, _)) = subscription.as_ref() else { continue };
+                if !send(&mut writer, *sub_id, &Reply::Event { event }).await {
+                    return;
                 }
             }
             event = async { match talk.as_mut() { Some(t) => next_event(t).await, None => unreachable_future().await } }, if conversing => {
@@ -168,6 +192,28 @@ async fn next_event(t: &mut Talk) -> Event {
             result = &mut t.task => return Event::Done(result),
         }
     }
+}
+
+/// Starts a conversation whose flow is `task`.
+fn start(
+    talk: &mut Option<Talk>,
+    next_prompt: &mut u32,
+    id: u64,
+    user: clinauth_proto::UserName,
+    purpose: clinauth_policy::Purpose,
+    task: JoinHandle<Reply>,
+    exchanges: mpsc::Receiver<Exchange>,
+) {
+    *next_prompt = 1;
+    *talk = Some(Talk {
+        task,
+        exchanges,
+        pending: None,
+        id,
+        user,
+        purpose,
+        flow_done: false,
+    });
 }
 
 /// A future that never completes, for `select!` branches that are off.
@@ -294,6 +340,128 @@ async fn handle(
                 flow_done: false,
             });
             true
+        }
+        Request::StepUp {
+            user,
+            action,
+            max_age,
+        } => {
+            let user = match apps::app_user(peer, user) {
+                Ok(u) => u,
+                Err(why) => return send(writer, id, &error(ErrorCode::Unauthorized, why)).await,
+            };
+            let context = format!(
+                "An application asks you to prove it is you, for: {action}\nアプリケーションが本人確認を求めています: {action}",
+                action = action.as_str()
+            );
+            let (conv, exchanges) = apps::app_conversation(daemon, peer, context);
+            let (flow, who, for_user) = (daemon.clone(), peer.clone(), user.clone());
+            let task =
+                tokio::spawn(
+                    async move { flow.step_up(&who, for_user, action, max_age, conv).await },
+                );
+            start(
+                talk,
+                next_prompt,
+                id,
+                user,
+                Purpose::StepUp,
+                task,
+                exchanges,
+            );
+            true
+        }
+        Request::RegisterRecord {
+            user,
+            digest,
+            summary,
+            confirmer,
+        } => {
+            let user = match apps::app_user(peer, user) {
+                Ok(u) => u,
+                Err(why) => return send(writer, id, &error(ErrorCode::Unauthorized, why)).await,
+            };
+            let context = format!(
+                "Authenticate to enter a record for {c} to confirm: {s}\n{c} さんが確定する記録を代行入力するため、本人確認をしてください: {s}",
+                c = confirmer.as_str(),
+                s = summary.as_str()
+            );
+            let (conv, exchanges) = apps::app_conversation(daemon, peer, context);
+            let (flow, who, for_user) = (daemon.clone(), peer.clone(), user.clone());
+            let task = tokio::spawn(async move {
+                flow.register_record(&who, for_user, digest, summary, confirmer, conv)
+                    .await
+            });
+            start(
+                talk,
+                next_prompt,
+                id,
+                user,
+                Purpose::StepUp,
+                task,
+                exchanges,
+            );
+            true
+        }
+        Request::DecideRecord {
+            user,
+            record,
+            verdict,
+        } => {
+            let user = match apps::app_user(peer, user) {
+                Ok(u) => u,
+                Err(why) => return send(writer, id, &error(ErrorCode::Unauthorized, why)).await,
+            };
+            let (conv, exchanges) = apps::app_conversation(daemon, peer, String::new());
+            let (flow, who, for_user) = (daemon.clone(), peer.clone(), user.clone());
+            let task = tokio::spawn(async move {
+                flow.decide_record(&who, for_user, record, verdict, conv)
+                    .await
+            });
+            start(
+                talk,
+                next_prompt,
+                id,
+                user,
+                Purpose::Confirm,
+                task,
+                exchanges,
+            );
+            true
+        }
+        Request::Sign { user, digest } => {
+            let user = match apps::app_user(peer, user) {
+                Ok(u) => u,
+                Err(why) => return send(writer, id, &error(ErrorCode::Unauthorized, why)).await,
+            };
+            let context = format!(
+                "Sign a document with your card's signature key.\n電子署名: カードの署名用鍵で文書に署名します。\n{digest}"
+            );
+            let (conv, exchanges) = apps::app_conversation(daemon, peer, context);
+            let (flow, who, for_user) = (daemon.clone(), peer.clone(), user.clone());
+            let task = tokio::spawn(async move { flow.sign(&who, for_user, digest, conv).await });
+            start(talk, next_prompt, id, user, Purpose::Sign, task, exchanges);
+            true
+        }
+        Request::PendingRecords { user } => {
+            let reply = match apps::app_user(peer, user) {
+                Ok(user) => daemon.pending_records(user).await,
+                Err(why) => error(ErrorCode::Unauthorized, why),
+            };
+            send(writer, id, &reply).await
+        }
+        Request::GetRecord { record } => {
+            let reply = daemon.get_record(peer, record).await;
+            send(writer, id, &reply).await
+        }
+        // Handled by the connection loop; here only when unauthorized.
+        Request::Subscribe {} => {
+            send(
+                writer,
+                id,
+                &error(ErrorCode::Unauthorized, "the caller may not subscribe"),
+            )
+            .await
         }
         Request::Status {} => {
             let reply = daemon.status(peer);

@@ -63,13 +63,33 @@ pub fn authorize(peer: &Peer, request: &Request) -> Result<(), Refusal> {
                 ));
             }
             match purpose {
-                // A screen locker runs as the session's user; clinical apps
-                // ask for fresh authentications of the user at the keyboard.
-                Purpose::Unlock | Purpose::StepUp | Purpose::Confirm | Purpose::Sign => Ok(()),
+                // A screen locker runs as the session's user and relays the
+                // prompts through PAM.
+                Purpose::Unlock => Ok(()),
+                // An app would see the PIN in a conversation: apps use
+                // step_up, decide_record and sign, whose PINs go to pinentry.
+                Purpose::StepUp | Purpose::Confirm | Purpose::Sign => Err(Refusal(
+                    "apps ask for step_up, decide_record or sign (the PIN goes to pinentry, never to the app)",
+                )),
                 Purpose::Login | Purpose::BreakGlass => Err(Refusal(
                     "login and break-glass authentications are for the PAM stack (root) only",
                 )),
             }
+        }
+        // Clinical apps act for the user they run as (R-AUTH-5).
+        Request::StepUp { user, .. }
+        | Request::RegisterRecord { user, .. }
+        | Request::PendingRecords { user }
+        | Request::DecideRecord { user, .. }
+        | Request::Sign { user, .. } => match user {
+            None if peer.name.is_some() => Ok(()),
+            Some(user) if own(user.as_str()) => Ok(()),
+            _ => Err(Refusal("an app may act only for the user it runs as")),
+        },
+        // The daemon checks that the caller entered or confirms the record.
+        Request::GetRecord { .. } | Request::Subscribe {} if peer.name.is_some() => Ok(()),
+        Request::GetRecord { .. } | Request::Subscribe {} => {
+            Err(Refusal("the caller's uid has no user name"))
         }
         Request::Account { .. } | Request::OpenSession { .. } | Request::CloseSession { .. } => {
             Err(Refusal(
@@ -146,15 +166,21 @@ mod tests {
     #[test]
     fn a_user_only_about_themselves() {
         let yamada = peer(1000, "yamada");
-        for purpose in [
-            Purpose::Unlock,
-            Purpose::StepUp,
-            Purpose::Confirm,
-            Purpose::Sign,
-        ] {
-            assert!(authorize(&yamada, &auth("yamada", purpose)).is_ok());
-            assert!(authorize(&yamada, &auth("suzuki", purpose)).is_err());
+        assert!(authorize(&yamada, &auth("yamada", Purpose::Unlock)).is_ok());
+        assert!(authorize(&yamada, &auth("suzuki", Purpose::Unlock)).is_err());
+        // Apps never converse for a PIN: their operations go to pinentry.
+        for purpose in [Purpose::StepUp, Purpose::Confirm, Purpose::Sign] {
+            assert!(authorize(&yamada, &auth("yamada", purpose)).is_err());
         }
+        let step_up = |user: Option<&str>| Request::StepUp {
+            user: user.map(|u| UserName::new(u).unwrap()),
+            action: clinauth_proto::records::Action::new("order.opioid").unwrap(),
+            max_age: 60,
+        };
+        assert!(authorize(&yamada, &step_up(None)).is_ok());
+        assert!(authorize(&yamada, &step_up(Some("yamada"))).is_ok());
+        assert!(authorize(&yamada, &step_up(Some("suzuki"))).is_err());
+        assert!(authorize(&yamada, &Request::Subscribe {}).is_ok());
         assert!(authorize(&yamada, &auth("yamada", Purpose::Login)).is_err());
         assert!(authorize(&yamada, &auth("yamada", Purpose::BreakGlass)).is_err());
         let session = Request::OpenSession {
@@ -175,7 +201,9 @@ mod tests {
             pid: None,
             name: None,
         };
-        assert!(authorize(&nameless, &auth("yamada", Purpose::StepUp)).is_err());
+        assert!(authorize(&nameless, &auth("yamada", Purpose::Unlock)).is_err());
+        assert!(authorize(&nameless, &Request::Subscribe {}).is_err());
+        assert!(authorize(&nameless, &Request::PendingRecords { user: None }).is_err());
     }
 
     #[test]

@@ -20,7 +20,6 @@ use super::workstation::{auth_error, workstation, PeerFingerprint, WorkstationAp
 use super::{parse_json, read_body, ApiError};
 use crate::audit::{self, Event};
 use crate::auth::{AuthError, AuthService};
-use crate::clock;
 use crate::directory::{self, Workstation};
 use axum::body::Body;
 use axum::extract::State;
@@ -42,7 +41,7 @@ async fn upload(
     body: Body,
 ) -> Result<Json<EventAck>, ApiError> {
     let ws = workstation(&api, peer.as_ref().map(|e| &e.0), "agent.events").await?;
-    let now_ms = clock::now_ms();
+    let now_ms = api.auth.clock.now_ms();
     let result = async {
         let body = read_body(body, MAX_EVENTS_BODY_BYTES).await?;
         let batch: EventBatch = parse_json(&body)?;

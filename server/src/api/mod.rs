@@ -6,6 +6,7 @@ pub mod console;
 pub mod events;
 pub mod officer;
 pub mod offline;
+pub mod records;
 pub mod workstation;
 
 use axum::body::Bytes;

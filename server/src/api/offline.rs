@@ -19,7 +19,6 @@ use super::workstation::{auth_error, workstation, PeerFingerprint, WorkstationAp
 use super::{parse_json, read_body, ApiError};
 use crate::audit::{self, Event};
 use crate::auth::{AuthError, AuthService};
-use crate::clock;
 use crate::directory::{self, UserState, Workstation};
 use axum::body::Body;
 use axum::extract::State;
@@ -57,7 +56,7 @@ async fn bundle(
     body: Body,
 ) -> Result<Json<BundleResponse>, ApiError> {
     let ws = workstation(&api, peer.as_ref().map(|e| &e.0), "offline.bundle").await?;
-    let now_ms = clock::now_ms();
+    let now_ms = api.auth.clock.now_ms();
     let mut user = None;
     let result = async {
         let body = read_body(body, MAX_BUNDLE_REQUEST_BYTES).await?;

@@ -4,7 +4,6 @@
 
 use super::{method_not_allowed, not_found, parse_json, read_body, ApiError};
 use crate::auth::{AuthError, AuthService};
-use crate::clock;
 use crate::directory::{self, DeviceState, Workstation};
 use crate::metrics::Metrics;
 use axum::body::Body;
@@ -81,6 +80,7 @@ pub fn router(api: WorkstationApi) -> Router {
         .route("/v1/auth/account", post(account))
         .merge(super::offline::routes())
         .merge(super::events::routes())
+        .merge(super::records::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(api)
@@ -89,7 +89,10 @@ pub fn router(api: WorkstationApi) -> Router {
 pub(super) fn auth_error(e: AuthError) -> ApiError {
     let status = match &e {
         AuthError::Invalid(_) => StatusCode::BAD_REQUEST,
-        AuthError::Workstation(_) | AuthError::User | AuthError::NoRule(_) => StatusCode::FORBIDDEN,
+        AuthError::Workstation(_)
+        | AuthError::User
+        | AuthError::NoRule(_)
+        | AuthError::Operation(_) => StatusCode::FORBIDDEN,
         AuthError::NoPolicy => StatusCode::SERVICE_UNAVAILABLE,
         AuthError::Locked => StatusCode::LOCKED,
         AuthError::RetryAfter(_) => StatusCode::TOO_MANY_REQUESTS,
@@ -140,7 +143,7 @@ pub(crate) async fn workstation_cached(
     if let Err(e) = &result {
         if e.body.error == "workstation_refused" {
             let event = crate::audit::Event {
-                at_ms: clock::now_ms(),
+                at_ms: api.auth.clock.now_ms(),
                 actor: "unknown".into(),
                 workstation: Some(match peer {
                     Some(fp) => format!("cert:{}", fp.0.chars().take(64).collect::<String>()),
@@ -204,7 +207,7 @@ async fn account(
     .await?;
     let body = read_body(body, MAX_BODY_BYTES).await?;
     let req: AccountRequest = parse_json(&body)?;
-    match api.auth.account(&ws, &req, clock::now_ms()).await {
+    match api.auth.account(&ws, &req, api.auth.clock.now_ms()).await {
         Ok(()) => Ok(Json(AccountResponse {
             allowed: true,
             reason: None,
@@ -254,7 +257,7 @@ async fn begin(
         let body = read_body(body, MAX_BODY_BYTES).await?;
         let req: BeginRequest = parse_json(&body)?;
         api.auth
-            .begin(&ws, &req, clock::now_ms())
+            .begin(&ws, &req, api.auth.clock.now_ms())
             .await
             .map_err(auth_error)
     }
@@ -281,7 +284,7 @@ async fn finish(
         let body = read_body(body, MAX_BODY_BYTES).await?;
         let req: FinishRequest = parse_json(&body)?;
         api.auth
-            .finish(&ws, &req, clock::now_ms())
+            .finish(&ws, &req, api.auth.clock.now_ms())
             .await
             .map_err(auth_error)
     }

@@ -154,6 +154,7 @@ fn kind_name(item: &EvidenceItem) -> &'static str {
         EvidenceItem::Fido2 { .. } => "fido2",
         EvidenceItem::BiometricSealed { .. } => "biometric_sealed",
         EvidenceItem::BiometricDecision { .. } => "biometric_decision",
+        EvidenceItem::DocumentSignature { .. } => "document_signature",
     }
 }
 
@@ -221,6 +222,9 @@ pub async fn verify_all_with(
         let kind = kind_name(item);
         out.presented.push(kind);
         let result = match item {
+            // Not a factor: checked with its `sign` operation
+            // ([`document_signature`]) once the card's evidence is in.
+            EvidenceItem::DocumentSignature { .. } => continue,
             EvidenceItem::Badge { uid } => badge(service, user, &uid.0, now_ms).await,
             EvidenceItem::Card {
                 certificate,
@@ -322,6 +326,68 @@ async fn badge(
     }
     let _ = directory::touch_device(&service.store, &id, now_ms).await;
     Ok(Factor::Badge)
+}
+
+/// The document signature of a `sign` operation (R-SIG-1): the signature
+/// certificate chains to a configured CA with `nonRepudiation`, names the
+/// same holder as the card certificate that signed the challenge, and the
+/// signature covers `digest`. Returns the signature certificate's HPKI
+/// qualification, which is the one the `sign` rules check.
+pub fn document_signature(
+    service: &AuthService,
+    items: &[EvidenceItem],
+    digest: &clinauth_proto::records::Digest,
+    now_ms: i64,
+) -> Result<Option<String>, String> {
+    use clinauth_factors::card::{self, KeyUse};
+    let now = UnixTime(now_ms / 1000);
+    let mut signatures = items.iter().filter_map(|item| match item {
+        EvidenceItem::DocumentSignature {
+            certificate,
+            chain,
+            signature,
+        } => Some((certificate, chain, signature)),
+        _ => None,
+    });
+    let (Some((certificate, chain, signature)), None) = (signatures.next(), signatures.next())
+    else {
+        return Err("a signature needs exactly one document signature".into());
+    };
+    let mut cards = items.iter().filter_map(|item| match item {
+        EvidenceItem::Card {
+            certificate, chain, ..
+        } => Some((certificate, chain)),
+        _ => None,
+    });
+    let (Some((auth_cert, auth_chain)), None) = (cards.next(), cards.next()) else {
+        return Err("a signature needs the card's challenge signature beside it".into());
+    };
+    let digest: &[u8; 32] = match digest.alg() {
+        clinauth_proto::records::DigestAlg::Sha256 => digest
+            .bytes()
+            .try_into()
+            .map_err(|_| "malformed digest".to_owned())?,
+        _ => return Err("card signatures are over SHA-256 digests".into()),
+    };
+    let auth_chain: Vec<&[u8]> = auth_chain.iter().map(|c| c.0.as_slice()).collect();
+    let holder = service.verifiers.card_cache.verify(
+        &service.verifiers.card_trust,
+        &auth_cert.0,
+        &auth_chain,
+        now,
+    )?;
+    let chain: Vec<&[u8]> = chain.iter().map(|c| c.0.as_slice()).collect();
+    let signer = service
+        .verifiers
+        .card_trust
+        .verify(&certificate.0, &chain, KeyUse::NonRepudiation, now)
+        .map_err(|e| format!("signature certificate: {e}"))?;
+    if signer.subject != holder.subject {
+        return Err("the signature certificate names another holder than the card".into());
+    }
+    card::verify_digest_signature(&signer.public_key, digest, &signature.0)
+        .map_err(|e| format!("document signature: {e}"))?;
+    Ok(signer.qualification)
 }
 
 /// A card signature over the challenge message: the certificate chains to

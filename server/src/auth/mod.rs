@@ -9,6 +9,7 @@ pub mod commit;
 pub mod evidence;
 pub mod hashing;
 pub mod lookup;
+pub mod operation;
 pub mod service;
 pub mod throttle;
 

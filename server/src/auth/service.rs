@@ -12,16 +12,19 @@
 use super::challenge::{self, ChallengeError};
 use super::evidence::{self, Verified};
 use super::throttle;
-use super::{commit, lookup};
+use super::{commit, lookup, operation};
 use crate::audit::{self, Event};
 use crate::directory::{self, DeviceState, User, UserState, Workstation};
 use crate::keys::Keys;
 use crate::policy_store::ActivePolicy;
 use crate::store::{Store, StoreError};
-use clinauth_policy::{Connectivity, Context, Decision, FailureLimits, Policy, Purpose, UnixTime};
+use clinauth_policy::{
+    Connectivity, Context, Decision, Factor, FailureLimits, Policy, Purpose, UnixTime,
+};
+use clinauth_proto::records::Operation;
 use clinauth_proto::ticket::{self, Claims};
 use clinauth_proto::workstation::{
-    BeginRequest, BeginResponse, FinishRequest, FinishResponse, B64, MAX_EVIDENCE,
+    BeginRequest, BeginResponse, EvidenceItem, FinishRequest, FinishResponse, B64, MAX_EVIDENCE,
 };
 use serde_json::json;
 use std::sync::Arc;
@@ -54,6 +57,8 @@ pub struct AuthService {
     pub verifiers: Arc<evidence::Verifiers>,
     /// The group-commit writer every decision's writes go through.
     pub commits: commit::Committer,
+    /// The clock the request handlers read.
+    pub clock: crate::clock::Clock,
 }
 
 /// Why a call could not be answered with a decision. Every one of these is
@@ -81,6 +86,10 @@ pub enum AuthError {
     /// Too soon after a failure (R-RATE-1).
     #[error("too many failed attempts; retry after {0} s")]
     RetryAfter(u32),
+    /// The operation cannot be done by this user (a record that is not
+    /// theirs to confirm, their own record, one already decided).
+    #[error("{0}")]
+    Operation(String),
     /// The challenge cannot be used.
     #[error(transparent)]
     Challenge(#[from] ChallengeError),
@@ -118,6 +127,7 @@ impl AuthError {
             AuthError::NoRule(_) => "no_rule",
             AuthError::Locked => "locked",
             AuthError::RetryAfter(_) => "retry_later",
+            AuthError::Operation(_) => "operation_refused",
             AuthError::Challenge(ChallengeError::Used) => "challenge_used",
             AuthError::Challenge(ChallengeError::Expired) => "challenge_expired",
             AuthError::Challenge(_) => "challenge_unknown",
@@ -273,6 +283,23 @@ impl AuthService {
             return Err(AuthError::Workstation(ws.id.clone()));
         }
         directory::check_id("user", &req.user).map_err(|e| AuthError::Invalid(e.to_string()))?;
+        if let Some(op) = &req.operation {
+            op.check().map_err(|e| AuthError::Invalid(e.to_string()))?;
+            if op.purpose() != req.purpose {
+                return Err(AuthError::Invalid(format!(
+                    "a {} operation needs the purpose {}",
+                    op.purpose().as_str(),
+                    op.purpose().as_str()
+                )));
+            }
+            if let Operation::Sign { digest } = op {
+                if digest.alg() != clinauth_proto::records::DigestAlg::Sha256 {
+                    return Err(AuthError::Invalid(
+                        "card signatures are over SHA-256 digests".into(),
+                    ));
+                }
+            }
+        }
         // One read: the user, both failure counters, whether FIDO2 keys exist.
         let view = lookup::for_begin(
             &self.store,
@@ -292,6 +319,15 @@ impl AuthService {
             return Err(AuthError::NoRule(req.purpose));
         };
         check_throttle(&view.counter, &view.bucket, &first.failures, now_ms)?;
+        // Nobody is asked for a PIN to decide a record they cannot decide.
+        if let Some(Operation::Confirm { record, .. }) = &req.operation {
+            crate::records::check_decidable(self, &user.id, record)
+                .await
+                .map_err(|e| match e {
+                    crate::records::RecordError::Store(m) => AuthError::Store(m),
+                    other => AuthError::Operation(other.to_string()),
+                })?;
+        }
 
         let mut options: Vec<Vec<String>> = Vec::new();
         for rule in &rules {
@@ -355,9 +391,15 @@ impl AuthService {
             detail: json!({
                 "purpose": req.purpose,
                 "challenge": issued.id,
+                "operation": req.operation,
                 "policy_digest": policy.digest().to_string(),
             }),
         };
+        // Stored before the challenge can be answered: a finish always finds
+        // the operation its factors are bound to.
+        if let Some(op) = &req.operation {
+            operation::store(&self.store, &issued.id, op, now_ms).await?;
+        }
         // The challenge, the workstation's contact time and the audit entry
         // commit together, with other requests' (group commit).
         self.commits
@@ -432,7 +474,16 @@ impl AuthService {
         let counter = view.counter;
 
         let now = UnixTime(now_ms / 1000);
-        let verified: Verified = evidence::verify_all_with(
+        // App operations only: a login's finish reads nothing more.
+        let op = if matches!(
+            peeked.purpose,
+            Purpose::StepUp | Purpose::Confirm | Purpose::Sign
+        ) {
+            operation::load(&self.store, &peeked.id).await?
+        } else {
+            None
+        };
+        let mut verified: Verified = evidence::verify_all_with(
             self,
             &user,
             ws,
@@ -450,8 +501,13 @@ impl AuthService {
             purpose: peeked.purpose,
             connectivity: Connectivity::Online,
             now,
-            max_age: None,
+            max_age: match &op {
+                Some(Operation::StepUp { max_age, .. }) => Some(clinauth_policy::Seconds(*max_age)),
+                _ => None,
+            },
         };
+        self.check_operation(&op, &user.id, &req.evidence, &mut verified, now_ms)
+            .await;
         let decision = policy.decide(&ctx, &verified.evidence);
 
         // FIDO2 keys whose counter went backwards, per the policy (R-DEV-1).
@@ -499,11 +555,18 @@ impl AuthService {
                     policy_version: policy.version(),
                     policy_digest: policy.digest().to_string(),
                     iat: now.0,
-                    exp: now.0 + self.settings.ticket_ttl_s,
+                    exp: now.0
+                        + match &op {
+                            Some(Operation::StepUp { max_age, .. }) => {
+                                self.settings.ticket_ttl_s.min(i64::from(*max_age))
+                            }
+                            _ => self.settings.ticket_ttl_s,
+                        },
                     jti: challenge_id.clone(),
                     idle_lock: allow.rule.session.idle_lock.0,
                     offline: false,
                     review: allow.review,
+                    op: op.clone(),
                 };
                 let token = ticket::sign(&claims, &self.keys.ticket, &self.keys.ticket_kid)
                     .map_err(|e| AuthError::Store(e.to_string()))?;
@@ -524,6 +587,7 @@ impl AuthService {
                         "policy_version": policy.version(),
                         "policy_digest": policy.digest().to_string(),
                         "review": allow.review,
+                        "operation": op,
                     }),
                 };
                 // Break-glass (R-EMERG-1): a pending review item in the same
@@ -633,6 +697,60 @@ impl AuthService {
                             .max(bucket.bucket_wait_ms(now_ms)),
                     ),
                 })
+            }
+        }
+    }
+}
+
+impl AuthService {
+    /// Binds the evidence to the operation: a `sign` operation's document
+    /// signature is checked and its certificate's HPKI qualification is the
+    /// one the rules see (R-SIG-1); a record that can no longer be decided
+    /// by this user leaves nothing to count. A document signature without a
+    /// `sign` operation does not count.
+    async fn check_operation(
+        &self,
+        op: &Option<Operation>,
+        user: &str,
+        items: &[EvidenceItem],
+        verified: &mut Verified,
+        now_ms: i64,
+    ) {
+        let refuse_all = |verified: &mut Verified, kind: &'static str, reason: String| {
+            verified.evidence.clear();
+            verified.rejected.push(evidence::Rejected { kind, reason });
+        };
+        match op {
+            Some(Operation::Sign { digest }) => {
+                match evidence::document_signature(self, items, digest, now_ms) {
+                    Ok(qualification) => {
+                        for e in &mut verified.evidence {
+                            if let Factor::Smartcard {
+                                qualification: q, ..
+                            } = &mut e.factor
+                            {
+                                q.clone_from(&qualification);
+                            }
+                        }
+                    }
+                    Err(reason) => refuse_all(verified, "document_signature", reason),
+                }
+            }
+            Some(Operation::Confirm { record, .. }) => {
+                if let Err(e) = crate::records::check_decidable(self, user, record).await {
+                    refuse_all(verified, "record", e.to_string());
+                }
+            }
+            _ => {
+                if items
+                    .iter()
+                    .any(|i| matches!(i, EvidenceItem::DocumentSignature { .. }))
+                {
+                    verified.rejected.push(evidence::Rejected {
+                        kind: "document_signature",
+                        reason: "a document signature counts only for a sign operation".into(),
+                    });
+                }
             }
         }
     }

@@ -65,6 +65,9 @@ enum Command {
     /// The break-glass review queue (R-EMERG-1).
     #[command(subcommand)]
     Review(ReviewCommand),
+    /// Records entered by proxy and their confirmation (R-REC-1).
+    #[command(subcommand)]
+    Record(RecordCommand),
     /// Devices: readers, badges and FIDO2 keys (R-DEV-1).
     #[command(subcommand)]
     Device(DeviceCommand),
@@ -266,6 +269,20 @@ enum ReviewCommand {
         /// What was found (at most 2,000 bytes).
         #[arg(long)]
         note: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum RecordCommand {
+    /// List records, oldest first. Pending records wait for their
+    /// confirmer however long it takes: nothing confirms them by itself.
+    List {
+        /// pending, confirmed, rejected or all.
+        #[arg(long, default_value = "pending")]
+        state: String,
+        /// Only the pending records waiting for this confirmer.
+        #[arg(long)]
+        confirmer: Option<String>,
     },
 }
 
@@ -581,6 +598,11 @@ fn main() -> ExitCode {
         Command::Review(ReviewCommand::List { state }) => {
             on_host(&config, actor, &mut out, |h, o| {
                 Box::pin(async move { host::review_list(h, &state, o).await })
+            })
+        }
+        Command::Record(RecordCommand::List { state, confirmer }) => {
+            on_host(&config, actor, &mut out, |h, o| {
+                Box::pin(async move { host::record_list(h, &state, confirmer.as_deref(), o).await })
             })
         }
         Command::Review(ReviewCommand::Close { id, outcome, note }) => {

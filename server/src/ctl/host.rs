@@ -268,6 +268,57 @@ pub async fn workstation_state(
 }
 
 /// `clinauthctl review list`.
+/// `clinauthctl record list`: records entered by proxy, oldest first, with
+/// their state (R-REC-1: pending ones wait for their confirmer, however old).
+pub async fn record_list(
+    host: &Host,
+    state: &str,
+    confirmer: Option<&str>,
+    out: &mut String,
+) -> Result<Outcome, HostError> {
+    use clinauth_proto::records::RecordState;
+    let state = match state {
+        "all" => None,
+        other => Some(
+            RecordState::parse(other)
+                .ok_or_else(|| err("state is pending, confirmed, rejected or all"))?,
+        ),
+    };
+    let items = match confirmer {
+        Some(c) => crate::records::pending(&host.store, c)
+            .await
+            .map_err(err)?
+            .0
+            .into_iter()
+            .filter(|r| state.is_none_or(|s| s == r.state))
+            .collect(),
+        None => crate::records::list(&host.store, state, 1000)
+            .await
+            .map_err(err)?,
+    };
+    if items.is_empty() {
+        let _ = writeln!(out, "no records");
+    }
+    for r in items {
+        let _ = writeln!(
+            out,
+            "{}\t{}\tentered {} by {} at {}\tconfirmer {}\t{}\t{}{}",
+            r.id,
+            r.state.as_str(),
+            r.entered_at,
+            r.inputter,
+            r.entered_at_workstation,
+            r.confirmer,
+            r.digest,
+            r.summary.as_str(),
+            r.decided_at
+                .map(|t| format!("\tdecided {t}"))
+                .unwrap_or_default(),
+        );
+    }
+    Ok(Outcome::Ok)
+}
+
 pub async fn review_list(host: &Host, state: &str, out: &mut String) -> Result<Outcome, HostError> {
     let state = match state {
         "all" => None,

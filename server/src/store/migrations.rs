@@ -157,6 +157,32 @@ CREATE TABLE offline_bundles (
 CREATE INDEX offline_bundles_by_user ON offline_bundles (user_id, workstation)
 "#,
     ),
+    (
+        6,
+        r#"
+CREATE TABLE records (
+    id              TEXT PRIMARY KEY,
+    digest          TEXT NOT NULL,
+    summary         TEXT NOT NULL,
+    inputter        TEXT NOT NULL,
+    inputter_auth   TEXT NOT NULL,
+    confirmer       TEXT NOT NULL,
+    workstation     TEXT NOT NULL,
+    entered_at      BIGINT NOT NULL,
+    state           TEXT NOT NULL,
+    decided_at      BIGINT,
+    confirmer_auth  TEXT,
+    confirmation    TEXT
+);
+CREATE INDEX records_by_confirmer ON records (confirmer, state, entered_at);
+CREATE TABLE challenge_operations (
+    challenge_id    TEXT PRIMARY KEY,
+    operation       TEXT NOT NULL,
+    created_at      BIGINT NOT NULL
+);
+CREATE INDEX challenge_operations_by_age ON challenge_operations (created_at)
+"#,
+    ),
 ];
 
 fn render(sql: &str, backend: Backend) -> String {

@@ -74,6 +74,7 @@ pub async fn fixture_with(db: &TestDb, verifiers: Verifiers) -> Fixture {
     let commits = clinauth_server::auth::commit::Committer::new(store.clone(), keys.clone());
     let auth = AuthService {
         commits,
+        clock: Default::default(),
         store,
         policy,
         keys,
