@@ -570,6 +570,67 @@ fn r_sig_1_wrong_qualification_refused_for_a_prescription(bed: &Bed) -> TestResu
     Ok(())
 }
 
+/// The app cancels while the PIN dialog is open: the flow ends with the
+/// operation's own refusal, the dialog is closed, nothing is signed.
+fn app_cancel_closes_the_dialog(bed: &Bed) -> TestResult {
+    bed.insert(DOCTOR)?;
+    bed.pinentry_answers(&["HANG"])?;
+    let result = (|| -> Result<Reply, Failed> {
+        let mut client = bed.client()?;
+        client
+            .send(&Request::Sign {
+                user: Some(user(DOCTOR)),
+                digest: digest_of(b"never signed")?,
+            })
+            .map_err(err)?;
+        loop {
+            match client.recv().map_err(err)? {
+                Reply::Info { text, .. } if text.as_str().contains("dialog") => break,
+                Reply::Info { .. } => continue,
+                other => return Err(format!("{other:?}").into()),
+            }
+        }
+        // The dialog is up (the scripted pinentry has logged its request).
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !bed.pinentry_log()?.contains("GETPIN") {
+            ensure!(std::time::Instant::now() < deadline, "no dialog");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        client.send(&Request::Cancel {}).map_err(err)?;
+        client.recv().map_err(err)
+    })();
+    bed.pull()?;
+    let reply = result?;
+    ensure!(
+        matches!(
+            &reply,
+            Reply::SignResult {
+                outcome: Outcome::Deny,
+                signature: None,
+                ..
+            }
+        ),
+        "{reply:?}"
+    );
+    // The dialog's process is gone.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let out = std::process::Command::new("pgrep")
+            .args(["-f", "clinauth-test-pinentry"])
+            .output()
+            .map_err(err)?;
+        if !out.status.success() {
+            return Ok(());
+        }
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "pinentry still running: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn events_when_the_card_is_pulled(bed: &Bed) -> TestResult {
     let mut client = bed.client()?;
     ensure!(
@@ -757,6 +818,7 @@ fn tests() -> Vec<(&'static str, Test)> {
             "r_sig_1_wrong_qualification_refused_for_a_prescription",
             r_sig_1_wrong_qualification_refused_for_a_prescription,
         ),
+        ("app_cancel_closes_the_dialog", app_cancel_closes_the_dialog),
         (
             "events_when_the_card_is_pulled",
             events_when_the_card_is_pulled,

@@ -23,7 +23,7 @@ use clinauth_hardware_tests::session_bed::{pam_peer, piv_card, SessionBed};
 use clinauth_hardware_tests::vpcd::VirtualIcc;
 use clinauth_hardware_tests::{VirtualBadge, VirtualCard};
 use clinauth_policy::Purpose;
-use clinauth_proto::agent::{ErrorCode, Reply};
+use clinauth_proto::agent::{ErrorCode, EventKind, Reply};
 use clinauth_proto::{Label, UserName};
 use libtest_mimic::{Arguments, Failed, Trial};
 
@@ -167,6 +167,24 @@ fn no_lock_calls(bed: &SessionBed, within: Duration) -> TestResult {
 
 // ---------------------------------------------------------------- tests
 
+/// The next session event, within a few seconds.
+fn next_event(
+    events: &mut tokio::sync::broadcast::Receiver<clinauth_proto::agent::AgentEvent>,
+) -> Result<clinauth_proto::agent::AgentEvent, Failed> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match events.try_recv() {
+            Ok(e) => return Ok(e),
+            Err(tokio::sync::broadcast::error::TryRecvError::Empty)
+                if Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => return Err(format!("no session event: {e}").into()),
+        }
+    }
+}
+
 fn r_sess_2_card_removal_locks_the_bound_session(bed: &SessionBed) -> TestResult {
     let logind = &bed.logind;
     logind
@@ -189,6 +207,7 @@ fn r_sess_2_card_removal_locks_the_bound_session(bed: &SessionBed) -> TestResult
     no_lock_calls(bed, Duration::from_millis(1200))?;
     // The bound card leaves: a1 locks, in bounded time; a2 does not.
     let mut watch = logind.watch_calls().map_err(err)?;
+    let mut events = s.subscribe();
     let removed = card.remove()?;
     let call = watch
         .wait_for("LockSession", "a1", LOCK_WITHIN * 2)
@@ -200,6 +219,14 @@ fn r_sess_2_card_removal_locks_the_bound_session(bed: &SessionBed) -> TestResult
     ensure!(
         locks == vec![vec!["a1".to_owned()]],
         "lock calls: {locks:?}"
+    );
+    // Subscribers (an EHR hiding its chart) hear of it.
+    let locked = next_event(&mut events)?;
+    ensure!(
+        locked.kind == EventKind::SessionLocked
+            && locked.session.as_ref().map(|l| l.as_str()) == Some("a1")
+            && locked.user.as_ref().map(|u| u.as_str()) == Some("daemon"),
+        "{locked:?}"
     );
     // Back in: nothing is unlocked (the agent never unlocks).
     card.reinsert(bed)?;
@@ -251,6 +278,7 @@ fn r_sess_2_another_users_card_on_a_locked_session_switches(bed: &SessionBed) ->
         .wait_for("LockSession", "b1", LOCK_WITHIN * 2)
         .ok_or("b1 not locked")?;
     // A card nobody logged in with here: locked again, then the greeter.
+    let mut events = s.subscribe();
     let mut stranger = insert(bed, 1, piv_card("sys")?)?;
     watch
         .wait_for("LockSession", "b1", LOCK_WITHIN * 2)
@@ -258,6 +286,14 @@ fn r_sess_2_another_users_card_on_a_locked_session_switches(bed: &SessionBed) ->
     watch
         .wait_for("ActivateSession", "bg", LOCK_WITHIN * 2)
         .ok_or("no switch to the greeter")?;
+    let mut kinds = Vec::new();
+    while !kinds.contains(&EventKind::UserSwitched) {
+        kinds.push(next_event(&mut events)?.kind);
+    }
+    ensure!(
+        kinds == [EventKind::SessionLocked, EventKind::UserSwitched],
+        "{kinds:?}"
+    );
     stranger.remove()?;
     // bin's card: bin's session.
     bins.reinsert(bed)?;

@@ -37,8 +37,21 @@ struct Talk {
     id: u64,
     user: clinauth_proto::UserName,
     purpose: clinauth_policy::Purpose,
+    /// The reply that ends this conversation.
+    ends: Ends,
     /// The flow's side of the conversation is gone.
     flow_done: bool,
+}
+
+/// The reply a conversation ends with, for the `cancel` answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ends {
+    /// `auth_result` (authenticate, step_up, register_record's step-up).
+    Auth,
+    /// `record_result` (decide_record).
+    Record,
+    /// `sign_result` (sign).
+    Sign,
 }
 
 impl Drop for Talk {
@@ -200,7 +213,7 @@ fn start(
     next_prompt: &mut u32,
     id: u64,
     user: clinauth_proto::UserName,
-    purpose: clinauth_policy::Purpose,
+    (purpose, ends): (clinauth_policy::Purpose, Ends),
     task: JoinHandle<Reply>,
     exchanges: mpsc::Receiver<Exchange>,
 ) {
@@ -212,6 +225,7 @@ fn start(
         id,
         user,
         purpose,
+        ends,
         flow_done: false,
     });
 }
@@ -290,14 +304,29 @@ async fn handle(
                 .await;
             };
             daemon.note_cancelled(peer, &t.user, t.purpose);
-            let reply = Reply::AuthResult {
-                outcome: clinauth_proto::Outcome::Deny,
-                user: t.user.clone(),
-                purpose: t.purpose,
-                rule: None,
-                factors: Vec::new(),
-                reason: Some(Text::lossy("cancelled by the caller")),
-                ticket: None,
+            let reason = Some(Text::lossy("cancelled by the caller"));
+            let reply = match t.ends {
+                Ends::Auth => Reply::AuthResult {
+                    outcome: clinauth_proto::Outcome::Deny,
+                    user: t.user.clone(),
+                    purpose: t.purpose,
+                    rule: None,
+                    factors: Vec::new(),
+                    reason,
+                    ticket: None,
+                },
+                Ends::Record => Reply::RecordResult {
+                    outcome: clinauth_proto::Outcome::Deny,
+                    record: None,
+                    reason,
+                },
+                Ends::Sign => Reply::SignResult {
+                    outcome: clinauth_proto::Outcome::Deny,
+                    signature: None,
+                    certificate: None,
+                    ticket: None,
+                    reason,
+                },
             };
             send(writer, id, &reply).await
         }
@@ -337,6 +366,7 @@ async fn handle(
                 id,
                 user,
                 purpose,
+                ends: Ends::Auth,
                 flow_done: false,
             });
             true
@@ -365,7 +395,7 @@ async fn handle(
                 next_prompt,
                 id,
                 user,
-                Purpose::StepUp,
+                (Purpose::StepUp, Ends::Auth),
                 task,
                 exchanges,
             );
@@ -397,7 +427,7 @@ async fn handle(
                 next_prompt,
                 id,
                 user,
-                Purpose::StepUp,
+                (Purpose::StepUp, Ends::Auth),
                 task,
                 exchanges,
             );
@@ -423,7 +453,7 @@ async fn handle(
                 next_prompt,
                 id,
                 user,
-                Purpose::Confirm,
+                (Purpose::Confirm, Ends::Record),
                 task,
                 exchanges,
             );
@@ -440,7 +470,15 @@ async fn handle(
             let (conv, exchanges) = apps::app_conversation(daemon, peer, context);
             let (flow, who, for_user) = (daemon.clone(), peer.clone(), user.clone());
             let task = tokio::spawn(async move { flow.sign(&who, for_user, digest, conv).await });
-            start(talk, next_prompt, id, user, Purpose::Sign, task, exchanges);
+            start(
+                talk,
+                next_prompt,
+                id,
+                user,
+                (Purpose::Sign, Ends::Sign),
+                task,
+                exchanges,
+            );
             true
         }
         Request::PendingRecords { user } => {
