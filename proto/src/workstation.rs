@@ -267,6 +267,9 @@ pub struct GetRecordRequest {
 pub struct RecordList {
     /// Oldest first, at most [`crate::records::MAX_LISTED`].
     pub records: Vec<crate::records::RecordView>,
+    /// More are waiting than one list holds.
+    #[serde(default)]
+    pub truncated: bool,
 }
 
 /// An error body (any 4xx/5xx of the server's APIs).

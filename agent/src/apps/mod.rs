@@ -96,6 +96,10 @@ impl Tickets {
             return;
         }
         if let Ok(mut map) = self.0.lock() {
+            // Expired tickets go: the map holds no more than the users
+            // authenticated here within a ticket's lifetime.
+            let now_s = clock::now_ms() / 1000;
+            map.retain(|_, (_, exp)| *exp > now_s);
             map.insert(
                 user.to_owned(),
                 (Zeroizing::new(ticket.to_owned()), claims.exp),
@@ -347,7 +351,7 @@ impl Daemon {
             .await;
         match answer {
             Ok(list) => {
-                let truncated = list.records.len() >= MAX_LISTED;
+                let truncated = list.truncated || list.records.len() > MAX_LISTED;
                 let mut records = list.records;
                 records.truncate(MAX_LISTED);
                 Reply::Records { records, truncated }

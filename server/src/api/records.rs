@@ -76,10 +76,10 @@ async fn pending(
     workstation(&api, peer.as_ref().map(|e| &e.0), "record.pending").await?;
     let body = read_body(body, MAX_RECORD_BODY_BYTES).await?;
     let req: PendingRecordsRequest = parse_json(&body)?;
-    let (records, _truncated) = records::pending(&api.auth.store, &req.confirmer)
+    let (records, truncated) = records::pending(&api.auth.store, &req.confirmer)
         .await
         .map_err(record_error)?;
-    Ok(Json(RecordList { records }))
+    Ok(Json(RecordList { records, truncated }))
 }
 
 async fn get(
