@@ -55,6 +55,7 @@ fn seed_corpus_decodes_as_named() {
             "unknown_type",
             "nested_json",
             "pin_as_number",
+            "bad_digest",
         ]
         .contains(&name.as_str())
         {
@@ -62,4 +63,19 @@ fn seed_corpus_decodes_as_named() {
         }
     }
     assert!(seen >= 10, "only {seen} seeds in {}", dir.display());
+}
+
+#[test]
+fn tokens_corpus_runs() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/tokens");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let data = std::fs::read(entry.unwrap().path()).unwrap();
+        clinauth_proto::fuzzing::tokens(&data);
+        seen += 1;
+    }
+    assert!(seen >= 5, "only {seen} seeds in {}", dir.display());
+    // The parsers accept what they should.
+    let digest = std::fs::read_to_string(dir.join("digest_sha256")).unwrap();
+    assert!(clinauth_proto::records::Digest::parse(&digest).is_ok());
 }
