@@ -384,7 +384,11 @@ pub(crate) fn checked_details(events: &[Event]) -> Result<Vec<String>, AuditErro
 }
 
 /// The entries that chain `events` after `head` (the last entry's seq and
-/// hash), each hashed and signed.
+/// hash), each hashed; the last one signed. The signature covers the whole
+/// batch through the hash chain (each entry's hash covers its predecessor's),
+/// so one Ed25519 signature per commit proves every entry of the commit;
+/// the others carry an empty signature. [`verify`] requires every unsigned
+/// entry to be followed by a signed one.
 pub(crate) fn chain(
     key: &AuditKey,
     head: (i64, [u8; 32]),
@@ -393,7 +397,8 @@ pub(crate) fn chain(
 ) -> Vec<Entry> {
     let (mut seq, mut prev_hash) = head;
     let mut entries = Vec::with_capacity(events.len());
-    for (event, detail) in events.iter().zip(details) {
+    let last = events.len();
+    for (n, (event, detail)) in events.iter().zip(details).enumerate() {
         seq += 1;
         let fields = EntryFields {
             at_ms: event.at_ms,
@@ -405,7 +410,11 @@ pub(crate) fn chain(
             detail: &detail,
         };
         let hash = entry_hash(&prev_hash, seq, &fields);
-        let signature = key.sign(seq, &hash);
+        let signature = if n + 1 == last {
+            key.sign(seq, &hash)
+        } else {
+            Vec::new()
+        };
         entries.push(Entry {
             seq,
             at_ms: event.at_ms,
@@ -497,6 +506,15 @@ pub enum Break {
         /// The entry.
         seq: i64,
     },
+    /// Entries without a signature that no signed entry after them covers
+    /// (a signature was removed from the end of a commit, or entries were
+    /// appended without the audit key).
+    Unsigned {
+        /// The first unsigned entry.
+        from: i64,
+        /// The last one.
+        to: i64,
+    },
 }
 
 impl fmt::Display for Break {
@@ -512,6 +530,10 @@ impl fmt::Display for Break {
             Break::Forged { seq } => write!(
                 f,
                 "entry {seq} is not signed by the audit key: forged or rewritten"
+            ),
+            Break::Unsigned { from, to } => write!(
+                f,
+                "entries {from} to {to} carry no signature and no signed entry follows them: forged or stripped"
             ),
         }
     }
@@ -547,6 +569,9 @@ pub async fn verify(store: &Store, public_key: &[u8]) -> Result<Verification, St
     let mut expected_seq = 1i64;
     let mut expected_prev = GENESIS;
     let mut after = 0i64;
+    // Unsigned entries since the last signed one: a commit's entries are
+    // proven by its last entry's signature through the chain.
+    let mut unsigned: Option<(i64, i64)> = None;
     loop {
         let entries = page(store, after, 1000).await?;
         let Some(last) = entries.last() else {
@@ -562,21 +587,44 @@ pub async fn verify(store: &Store, public_key: &[u8]) -> Result<Verification, St
                     to: e.seq - 1,
                 });
             }
+            if gap {
+                // A deletion ends the run a later signature could cover.
+                if let Some((from, to)) = unsigned.take() {
+                    report.breaks.push(Break::Unsigned { from, to });
+                }
+            }
+            // After a gap the link is broken by the deletion already reported.
+            let unchained = !gap && e.prev_hash != expected_prev;
             if entry_hash(&e.prev_hash, e.seq, &e.fields()) != e.hash {
                 report.breaks.push(Break::Edited { seq: e.seq });
-            } else if key
-                .verify(&signed_bytes(e.seq, &e.hash), &e.signature)
-                .is_err()
-            {
-                report.breaks.push(Break::Forged { seq: e.seq });
-            } else if !gap && e.prev_hash != expected_prev {
-                // After a gap the link is broken by the deletion already reported.
-                report.breaks.push(Break::Unchained { seq: e.seq });
+            } else if e.signature.is_empty() {
+                unsigned = Some(match unsigned {
+                    Some((from, _)) => (from, e.seq),
+                    None => (e.seq, e.seq),
+                });
+                if unchained {
+                    report.breaks.push(Break::Unchained { seq: e.seq });
+                }
+            } else {
+                // A signature ends the run: a good one proves it through
+                // the chain, a bad one is reported here.
+                unsigned = None;
+                if key
+                    .verify(&signed_bytes(e.seq, &e.hash), &e.signature)
+                    .is_err()
+                {
+                    report.breaks.push(Break::Forged { seq: e.seq });
+                } else if unchained {
+                    report.breaks.push(Break::Unchained { seq: e.seq });
+                }
             }
             expected_seq = e.seq + 1;
             expected_prev = e.hash;
             report.head = Some((e.seq, e.hash));
         }
+    }
+    if let Some((from, to)) = unsigned {
+        report.breaks.push(Break::Unsigned { from, to });
     }
     Ok(report)
 }

@@ -411,3 +411,79 @@ async fn directory_refuses_malformed_input() {
     .is_err());
     assert!("robot".parse::<DeviceKind>().is_err());
 }
+
+async fn one_signature_per_commit(db: &TestDb) {
+    let store = db.open().await;
+    let (key, _) = AuditKey::generate().unwrap();
+    chain_of(&store, &key, 2).await;
+    // A group commit's entries: one signature, on the last, covers them.
+    let events: Vec<Event> = (3..=7).map(event).collect();
+    let mut tx = store.begin().await.unwrap();
+    let entries = audit::append_batch(&mut tx, store.backend(), &key, &events)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let signed: Vec<bool> = entries.iter().map(|e| !e.signature.is_empty()).collect();
+    assert_eq!(signed, [false, false, false, false, true]);
+    chain_of(&store, &key, 1).await;
+    let report = audit::verify(&store, key.public_key()).await.unwrap();
+    assert!(report.is_intact(), "{:?}", report.breaks);
+    assert_eq!(report.entries, 8);
+
+    // An unsigned entry edited and re-hashed no longer chains to the next.
+    let mut e5 = audit::page(&store, 4, 1).await.unwrap().remove(0);
+    e5.outcome = "allow-forged".into();
+    let rehashed = audit::entry_hash(
+        &e5.prev_hash,
+        e5.seq,
+        &audit::EntryFields {
+            at_ms: e5.at_ms,
+            actor: &e5.actor,
+            workstation: e5.workstation.as_deref(),
+            action: &e5.action,
+            target: e5.target.as_deref(),
+            outcome: &e5.outcome,
+            detail: &e5.detail,
+        },
+    );
+    sqlx::query("UPDATE audit_log SET outcome = $1, hash = $2 WHERE seq = 5")
+        .bind(&e5.outcome)
+        .bind(rehashed.to_vec())
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let report = audit::verify(&store, key.public_key()).await.unwrap();
+    assert_eq!(report.breaks, vec![Break::Unchained { seq: 6 }]);
+
+    // Entry 5 restored exactly as written: intact again.
+    sqlx::query("UPDATE audit_log SET outcome = $1, hash = $2 WHERE seq = 5")
+        .bind(&entries[2].outcome)
+        .bind(entries[2].hash.to_vec())
+        .execute(store.pool())
+        .await
+        .unwrap();
+    assert!(audit::verify(&store, key.public_key())
+        .await
+        .unwrap()
+        .is_intact());
+    // Entries appended after the last signature, or a signature removed.
+    sqlx::query("UPDATE audit_log SET signature = $1 WHERE seq = 8")
+        .bind(Vec::<u8>::new())
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let report = audit::verify(&store, key.public_key()).await.unwrap();
+    assert_eq!(report.breaks, vec![Break::Unsigned { from: 8, to: 8 }]);
+    sqlx::query("UPDATE audit_log SET signature = $1 WHERE seq = 7")
+        .bind(Vec::<u8>::new())
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let report = audit::verify(&store, key.public_key()).await.unwrap();
+    assert_eq!(report.breaks, vec![Break::Unsigned { from: 3, to: 8 }]);
+    assert!(report.breaks[0].to_string().contains("no signature"));
+}
+on_both_engines!(
+    r_log_1_one_signature_per_commit_covers_its_entries,
+    one_signature_per_commit
+);
