@@ -10,6 +10,11 @@ use clinauth_server::config::Config;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// mimalloc: glibc's allocator spent ~8 % of the CPU per login under load
+/// (docs/BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "clinauth-server",
