@@ -501,6 +501,37 @@ fn r_auth_5_self_confirmation_and_others_refused(bed: &Bed) -> TestResult {
     Ok(())
 }
 
+/// An inputter the agent holds no ticket for (never logged in here) is
+/// stepped up through pinentry before the record is registered; a wrong
+/// PIN there registers nothing.
+fn inputter_without_a_ticket_is_stepped_up_first(bed: &Bed) -> TestResult {
+    bed.insert(NOT_A_DOCTOR)?;
+    bed.pinentry_answers(&["000000"])?;
+    let refused = register(bed, NOT_A_DOCTOR, DOCTOR, b"order 3");
+    bed.pinentry_answers(&[KATO_PIN])?;
+    let entered = register(bed, NOT_A_DOCTOR, DOCTOR, b"order 4");
+    let log = bed.pinentry_log();
+    bed.pull()?;
+    let refused = refused?;
+    ensure!(
+        matches!(
+            refused.end,
+            Some(Reply::AuthResult {
+                outcome: Outcome::Deny,
+                ..
+            })
+        ),
+        "a wrong PIN registered a record: {refused:?}"
+    );
+    let record = record_of(&entered?)?;
+    ensure!(
+        record.inputter == NOT_A_DOCTOR && record.state == RecordState::Pending,
+        "{record:?}"
+    );
+    ensure!(log?.contains("GETPIN"), "no PIN dialog for the step-up");
+    Ok(())
+}
+
 fn sign(bed: &Bed, who: &'static str, pin: &str, document: &[u8]) -> Result<Transcript, Failed> {
     bed.insert(who)?;
     bed.pinentry_answers(&[pin])?;
@@ -809,6 +840,10 @@ fn tests() -> Vec<(&'static str, Test)> {
         (
             "r_auth_5_self_confirmation_and_others_refused",
             r_auth_5_self_confirmation_and_others_refused,
+        ),
+        (
+            "inputter_without_a_ticket_is_stepped_up_first",
+            inputter_without_a_ticket_is_stepped_up_first,
         ),
         (
             "r_sig_1_physician_signs_with_the_hpki_key",
