@@ -122,6 +122,7 @@ export CLINAUTH_CONFIG="$DEMO/server.toml"
 $ctl init
 say "bootstrap on the server host: a nurse with her smartcard, a staff badge, a PIN and a fingerprint, and her ward workstation"
 $ctl user add nurse.tanaka --name "田中 花子 (看護師)" --roles nurse
+$ctl user add dr.suzuki --name "鈴木 一郎 (医師)" --roles physician
 $ctl card enroll nurse.tanaka "$DEMO/devices/card.pem"
 $ctl badge add nurse.tanaka 04A1B2C3
 echo 482913 | $ctl user pin nurse.tanaka
@@ -159,7 +160,14 @@ insert_timeout = "10s"
 reader = "unix:$DEMO/devices/bioreader.sock"
 reader_id = "demo-bio-1"
 capture_timeout = "10s"
+# The agent's own PIN dialog for clinical apps. A real workstation uses
+# GnuPG's /usr/bin/pinentry-gnome3; the demo's stands in for the person
+# typing into it (answers from a file, one per dialog).
+[pinentry]
+program = "$ROOT/target/debug/clinauth-test-pinentry"
+args = ["--answers", "$DEMO/pinentry-answers.txt", "--log", "$DEMO/pinentry.log"]
 TOML
+: > "$DEMO/pinentry-answers.txt"
 PCSCLITE_CSOCK_NAME="$(cat "$DEMO/devices/pcscd.socket")" \
   "$ROOT/target/debug/clinauth-agent" --config "$DEMO/agent.toml" > "$DEMO/agent.log" 2>&1 &
 AGENT_PID=$!
@@ -224,7 +232,31 @@ if curl -sS --tls-max 1.2 --cacert "$DEMO/pki/ca.pem" --cert "$WS_CERT" --key "$
 fi
 say "  refused: $(head -c 120 "$DEMO/tls12.txt")"
 
-step "10. The audit trail (R-LOG-1): hash-chained, signed, verified"
+step "10. A clinical app: a step-up for a controlled drug, and an order entered by proxy"
+say "the app (examples/python/clinauth_agent.py, standard library only) asks the agent; the PIN"
+say "goes into the agent's own dialog (pinentry), never through the app"
+APP=(python3 "$ROOT/examples/python/clinauth_agent.py" --socket "$DEMO/run/agent.sock")
+device "card in"
+echo 246810 > "$DEMO/pinentry-answers.txt"
+rm -f "$DEMO/pinentry-answers.txt.used"
+"${APP[@]}" --claims step-up order.controlled_drug --max-age 120 --user nurse.tanaka \
+  > "$DEMO/step-up.json" 2> "$DEMO/step-up.err" || { cat "$DEMO/step-up.err" >&2; exit 1; }
+device "card out"
+json '"     " + d["outcome"] + ": ticket for " + d["user"] + ", factors " + "+".join(d["factors"])' < "$DEMO/step-up.json"
+say "the nurse enters an order for Dr Suzuki (代行入力): it waits for him, however long it takes"
+printf 'order: loxoprofen 60 mg tid, bed 12\n' > "$DEMO/order.txt"
+"${APP[@]}" register "@$DEMO/order.txt" "処方: ロキソプロフェン 60mg 分3 (12床)" dr.suzuki --user nurse.tanaka \
+  > "$DEMO/record.json" 2> /dev/null || { echo "the record was not registered" >&2; exit 1; }
+json '"     record " + d["record"]["id"] + ": " + d["record"]["state"]' < "$DEMO/record.json"
+$ctl record list --confirmer dr.suzuki | sed 's/^/     /'
+say "she cannot name herself as the confirmer (R-AUTH-5):"
+if "${APP[@]}" register "@$DEMO/order.txt" "self" nurse.tanaka --user nurse.tanaka > "$DEMO/self.json" 2> /dev/null; then
+  echo "a self-confirmed record was registered: that is a bug" >&2
+  exit 1
+fi
+json '"     refused: " + d.get("message", str(d))' < "$DEMO/self.json"
+
+step "11. The audit trail (R-LOG-1): hash-chained, signed, verified"
 $ctl audit export | tail -8 | python3 -c '
 import json, sys
 for line in sys.stdin:

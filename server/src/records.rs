@@ -223,9 +223,16 @@ pub async fn register(
     req: &RegisterRecordRequest,
     now_ms: i64,
 ) -> Result<RecordView, RecordError> {
-    let result = register_inner(auth, ws, req, now_ms).await;
+    let claims = verified_ticket(auth, ws, &req.inputter_ticket, now_ms / 1000);
+    // A refusal names the inputter when the ticket at least was good.
+    let actor = claims.as_ref().map(|c| c.sub.clone()).unwrap_or_default();
+    let result = match claims {
+        Ok(claims) => register_inner(auth, ws, req, claims, now_ms).await,
+        Err(e) => Err(e),
+    };
     if let Err(e) = &result {
-        audit_refusal(auth, ws, "record.register", "", None, e, now_ms).await?;
+        let target = Some(req.confirmer.chars().take(64).collect());
+        audit_refusal(auth, ws, "record.register", &actor, target, e, now_ms).await?;
     }
     result
 }
@@ -234,9 +241,9 @@ async fn register_inner(
     auth: &AuthService,
     ws: &Workstation,
     req: &RegisterRecordRequest,
+    claims: Claims,
     now_ms: i64,
 ) -> Result<RecordView, RecordError> {
-    let claims = verified_ticket(auth, ws, &req.inputter_ticket, now_ms / 1000)?;
     if !matches!(
         claims.purpose,
         Purpose::Login | Purpose::Unlock | Purpose::StepUp
@@ -407,7 +414,14 @@ pub async fn decide(
 ) -> Result<RecordView, RecordError> {
     let result = decide_inner(auth, ws, token, now_ms).await;
     if let Err(e) = &result {
-        audit_refusal(auth, ws, "record.decide", "", None, e, now_ms).await?;
+        // Named after the ticket's user and record when the ticket is good.
+        let claims = verified_ticket(auth, ws, token, now_ms / 1000).ok();
+        let actor = claims.as_ref().map(|c| c.sub.clone()).unwrap_or_default();
+        let target = claims.and_then(|c| match c.op {
+            Some(Operation::Confirm { record, .. }) => Some(record.to_string()),
+            _ => None,
+        });
+        audit_refusal(auth, ws, "record.decide", &actor, target, e, now_ms).await?;
     }
     result
 }
