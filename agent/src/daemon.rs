@@ -73,6 +73,42 @@ fn error(code: ErrorCode, message: &str) -> Reply {
     }
 }
 
+/// The `auth_result` of an allow; `None` when the server's ticket is not one
+/// the wire accepts.
+pub(crate) fn allow_reply(
+    user: &UserName,
+    purpose: Purpose,
+    ticket: String,
+    rule: String,
+    factors: Vec<String>,
+) -> Option<Reply> {
+    Some(Reply::AuthResult {
+        outcome: WireOutcome::Allow,
+        user: user.clone(),
+        purpose,
+        rule: Label::new(rule).ok(),
+        factors: factors
+            .into_iter()
+            .filter_map(|f| Label::new(f).ok())
+            .collect(),
+        reason: None,
+        ticket: Some(Ticket::new(ticket).ok()?),
+    })
+}
+
+/// The `auth_result` of a refusal.
+pub(crate) fn deny_reply(user: &UserName, purpose: Purpose, reason: &str) -> Reply {
+    Reply::AuthResult {
+        outcome: WireOutcome::Deny,
+        user: user.clone(),
+        purpose,
+        rule: None,
+        factors: Vec::new(),
+        reason: Some(text(reason)),
+        ticket: None,
+    }
+}
+
 impl Daemon {
     /// Sets up the daemon from `config` with `readers` (started by the
     /// caller, or [`Readers::new`] when cards are off).
@@ -194,38 +230,16 @@ impl Daemon {
                     .await;
                 self.tickets.keep(user.as_str(), &ticket);
                 self.keep_offline_bundle(&user, &ticket);
-                match Ticket::new(ticket) {
-                    Ok(ticket) => Reply::AuthResult {
-                        outcome: WireOutcome::Allow,
-                        user: user.clone(),
-                        purpose,
-                        rule: Label::new(rule).ok(),
-                        factors: factors
-                            .into_iter()
-                            .filter_map(|f| Label::new(f).ok())
-                            .collect(),
-                        reason: None,
-                        ticket: Some(ticket),
-                    },
-                    Err(_) => {
-                        ev.outcome = "error";
-                        ev.detail = "the server's ticket is too large".into();
-                        error(ErrorCode::Internal, "the server's ticket is not valid")
-                    }
-                }
+                allow_reply(&user, purpose, ticket, rule, factors).unwrap_or_else(|| {
+                    ev.outcome = "error";
+                    ev.detail = "the server's ticket is too large".into();
+                    error(ErrorCode::Internal, "the server's ticket is not valid")
+                })
             }
             Ok(Outcome::Deny { reason, reason_ja }) => {
                 ev.outcome = "deny";
                 ev.detail = reason.clone();
-                Reply::AuthResult {
-                    outcome: WireOutcome::Deny,
-                    user: user.clone(),
-                    purpose,
-                    rule: None,
-                    factors: Vec::new(),
-                    reason: Some(text(&format!("{reason} / {reason_ja}"))),
-                    ticket: None,
-                }
+                deny_reply(&user, purpose, &format!("{reason} / {reason_ja}"))
             }
             Err(e) => {
                 ev.detail = e.to_string();
@@ -247,15 +261,7 @@ impl Daemon {
         purpose: Purpose,
         e: LoginError,
     ) -> Reply {
-        let deny = |reason: String| Reply::AuthResult {
-            outcome: WireOutcome::Deny,
-            user: user.clone(),
-            purpose,
-            rule: None,
-            factors: Vec::new(),
-            reason: Some(text(&reason)),
-            ticket: None,
-        };
+        let deny = |reason: String| deny_reply(user, purpose, &reason);
         match e {
             LoginError::Conversation(ConversationError::Timeout) => {
                 error(ErrorCode::Timeout, "no answer in time")
@@ -523,15 +529,7 @@ impl Daemon {
             Ok(OfflineOutcome::Deny { reason, reason_ja }) => {
                 ev.outcome = "deny";
                 ev.detail = format!("offline: {reason}");
-                Reply::AuthResult {
-                    outcome: WireOutcome::Deny,
-                    user: user.clone(),
-                    purpose,
-                    rule: None,
-                    factors: Vec::new(),
-                    reason: Some(text(&format!("{reason} / {reason_ja}"))),
-                    ticket: None,
-                }
+                deny_reply(user, purpose, &format!("{reason} / {reason_ja}"))
             }
             Err(OfflineError::Unavailable(why_not)) => {
                 ev.outcome = "error";

@@ -411,29 +411,12 @@ on_both_engines!(
 );
 
 fn ctl(config: &Path, args: &[&str]) -> (i32, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_clinauthctl"))
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .output()
-        .unwrap();
-    let text = String::from_utf8(out.stdout).unwrap() + &String::from_utf8(out.stderr).unwrap();
-    (out.status.code().unwrap_or(-1), text)
+    support::ctl::run(config, args)
 }
 
 async fn clinauthctl_list(db: &TestDb) {
     let dir = support::TempDir::new("ctl-records");
-    let config = dir.join("server.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[server]\nname = \"clinauth.test\"\n[database]\nurl = \"{url}\"\n[keys]\ndir = \"{d}/keys\"\n[policy]\ninitial = \"{policy}\"\n[tls]\ncert = \"{d}/pki/server.pem\"\nkey = \"{d}/pki/server-key.pem\"\nworkstation_ca = \"{d}/pki/ca.pem\"\n",
-            url = db.url,
-            d = dir.display(),
-            policy = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/policy/hospital.toml"),
-        ),
-    )
-    .unwrap();
+    let config = support::ctl::config(&dir.0, &db.url);
     let (code, out) = ctl(&config, &["init"]);
     assert_eq!(code, 0, "{out}");
     let (code, out) = ctl(&config, &["record", "list"]);

@@ -30,12 +30,12 @@ use clinauth_proto::records::{
 use clinauth_proto::workstation::{
     DecideRecordRequest, GetRecordRequest, PendingRecordsRequest, RecordList, RegisterRecordRequest,
 };
-use clinauth_proto::{Label, Text, Ticket, UserName};
+use clinauth_proto::{Text, Ticket, UserName};
 use zeroize::Zeroizing;
 
 use crate::clock;
 use crate::conversation::{Conversation, Exchange, PinEntryRoute};
-use crate::daemon::Daemon;
+use crate::daemon::{allow_reply, deny_reply, Daemon};
 use crate::login::{self, LoginError, Outcome};
 use crate::pinentry::RunAs;
 use crate::server_client::ServerError;
@@ -238,30 +238,11 @@ impl Daemon {
                 rule,
                 factors,
                 ..
-            }) => match Ticket::new(ticket) {
-                Ok(ticket) => Reply::AuthResult {
-                    outcome: WireOutcome::Allow,
-                    user: user.clone(),
-                    purpose,
-                    rule: Label::new(rule).ok(),
-                    factors: factors
-                        .into_iter()
-                        .filter_map(|f| Label::new(f).ok())
-                        .collect(),
-                    reason: None,
-                    ticket: Some(ticket),
-                },
-                Err(_) => error(ErrorCode::Internal, "the server's ticket is not valid"),
-            },
-            Ok(Outcome::Deny { reason, reason_ja }) => Reply::AuthResult {
-                outcome: WireOutcome::Deny,
-                user: user.clone(),
-                purpose,
-                rule: None,
-                factors: Vec::new(),
-                reason: Some(text(&format!("{reason} / {reason_ja}"))),
-                ticket: None,
-            },
+            }) => allow_reply(user, purpose, ticket, rule, factors)
+                .unwrap_or_else(|| error(ErrorCode::Internal, "the server's ticket is not valid")),
+            Ok(Outcome::Deny { reason, reason_ja }) => {
+                deny_reply(user, purpose, &format!("{reason} / {reason_ja}"))
+            }
             Err(LoginError::Unreachable(e)) => server_error(e),
             Err(e) => self.login_error_reply(user, purpose, e),
         }

@@ -2,6 +2,7 @@
 //! the local server (127.0.0.1:5432), created per test and dropped after.
 #![allow(dead_code)]
 
+pub mod ctl;
 pub mod fixture;
 pub mod server;
 
