@@ -223,70 +223,10 @@ pub async fn append(
     key: &AuditKey,
     event: &Event,
 ) -> Result<Entry, AuditError> {
-    if event.action.is_empty() || event.actor.is_empty() || event.outcome.is_empty() {
-        return Err(AuditError::Invalid(
-            "actor, action and outcome are required",
-        ));
-    }
-    let detail = serde_json::to_string(&event.detail)
-        .map_err(|_| AuditError::Invalid("detail is not serialisable"))?;
-    if detail.len() > MAX_DETAIL_BYTES {
-        return Err(AuditError::Invalid("detail is larger than 16 KiB"));
-    }
-    if backend == Backend::Postgres {
-        sqlx::query("SELECT pg_advisory_xact_lock(727100002)")
-            .execute(&mut **tx)
-            .await?;
-    }
-    let last = sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
-        .fetch_optional(&mut **tx)
-        .await?;
-    let (prev_seq, prev_hash) = match last {
-        Some(row) => (row.try_get::<i64, _>("seq")?, hash32(row.try_get("hash")?)?),
-        None => (0, GENESIS),
-    };
-    let seq = prev_seq + 1;
-    let fields = EntryFields {
-        at_ms: event.at_ms,
-        actor: &event.actor,
-        workstation: event.workstation.as_deref(),
-        action: &event.action,
-        target: event.target.as_deref(),
-        outcome: &event.outcome,
-        detail: &detail,
-    };
-    let hash = entry_hash(&prev_hash, seq, &fields);
-    let signature = key.sign(seq, &hash);
-    sqlx::query(
-        "INSERT INTO audit_log (seq, at_ms, actor, workstation, action, target, outcome, detail, prev_hash, hash, signature) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-    )
-    .bind(seq)
-    .bind(event.at_ms)
-    .bind(&event.actor)
-    .bind(event.workstation.as_deref())
-    .bind(&event.action)
-    .bind(event.target.as_deref())
-    .bind(&event.outcome)
-    .bind(&detail)
-    .bind(prev_hash.to_vec())
-    .bind(hash.to_vec())
-    .bind(signature.clone())
-    .execute(&mut **tx)
-    .await?;
-    Ok(Entry {
-        seq,
-        at_ms: event.at_ms,
-        actor: event.actor.clone(),
-        workstation: event.workstation.clone(),
-        action: event.action.clone(),
-        target: event.target.clone(),
-        outcome: event.outcome.clone(),
-        detail,
-        prev_hash,
-        hash,
-        signature,
-    })
+    append_batch(tx, backend, key, std::slice::from_ref(event))
+        .await?
+        .pop()
+        .ok_or(AuditError::Invalid("no entry was written"))
 }
 
 /// The most entries one INSERT statement carries (11 parameters each, well
