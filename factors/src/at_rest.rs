@@ -125,7 +125,7 @@ impl fmt::Debug for DataKey {
 }
 
 fn hex_id(id: &[u8; KEY_ID_LEN]) -> String {
-    id.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(id)
 }
 
 /// Seals `plaintext` under `key`, bound to `aad`, with a fresh random nonce.

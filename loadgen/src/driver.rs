@@ -67,12 +67,16 @@ impl Default for LoadOptions {
 pub struct Samples {
     /// Successful logins.
     pub ok: u64,
-    /// Login latency (begin + finish, from the scheduled start), µs.
+    /// Login latency (begin + finish), µs: from the scheduled start when the
+    /// login queued behind the previous one, else from its start.
     pub login_us: Vec<u32>,
     /// begin round trips, µs.
     pub begin_us: Vec<u32>,
     /// finish round trips (including the card signature), µs.
     pub finish_us: Vec<u32>,
+    /// How late each login started after its schedule (open loop: the
+    /// workstation's previous login overran, or the generator was busy), µs.
+    pub late_us: Vec<u32>,
     /// Failures by kind.
     pub errors: BTreeMap<String, u64>,
     /// One example message per kind.
@@ -87,6 +91,7 @@ impl Samples {
         self.login_us.extend(other.login_us);
         self.begin_us.extend(other.begin_us);
         self.finish_us.extend(other.finish_us);
+        self.late_us.extend(other.late_us);
         for (k, v) in other.errors {
             *self.errors.entry(k).or_default() += v;
         }
@@ -209,6 +214,7 @@ async fn worker(
     let rng = SystemRandom::new();
     let mut conn: Option<Connection> = None;
     let mut k: u64 = 0;
+    let mut previous_done: Option<Instant> = None;
     loop {
         let scheduled = match opts.mode {
             Mode::Closed => Instant::now().max(t0),
@@ -233,6 +239,16 @@ async fn worker(
             break;
         };
         k += 1;
+        let started = Instant::now();
+        // Open loop: a login that waited for this workstation's previous one
+        // counts from its schedule (queueing is the server's). One that
+        // found the workstation idle counts from when it started: tokio's
+        // timer fires up to 1 ms late, which is the generator's, not the
+        // server's (`late_ms` shows both).
+        let from = match previous_done {
+            Some(p) if p > scheduled => scheduled,
+            _ => started,
+        };
         let mut times = (Duration::ZERO, Duration::ZERO);
         let result = tokio::time::timeout(
             opts.timeout,
@@ -250,6 +266,7 @@ async fn worker(
         )
         .await;
         let done = Instant::now();
+        previous_done = Some(done);
         if !measured {
             continue;
         }
@@ -259,9 +276,11 @@ async fn worker(
         match result {
             Ok(Ok(())) => {
                 s.ok += 1;
-                s.login_us.push(micros(done.duration_since(scheduled)));
+                s.login_us.push(micros(done.duration_since(from)));
                 s.begin_us.push(micros(times.0));
                 s.finish_us.push(micros(times.1));
+                s.late_us
+                    .push(micros(started.saturating_duration_since(scheduled)));
             }
             Ok(Err((kind, example))) => s.error(kind, example),
             Err(_) => {

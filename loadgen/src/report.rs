@@ -92,12 +92,18 @@ impl Percentiles {
 /// Latencies.
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct Latency {
-    /// A whole login (begin + card signature + finish), from its scheduled start.
+    /// A whole login (begin + card signature + finish): from its scheduled
+    /// start when it queued behind the workstation's previous login, else
+    /// from when it started (the timer's lateness is in `late_ms`).
     pub login_ms: Percentiles,
     /// The begin round trip.
     pub begin_ms: Percentiles,
     /// The finish round trip (after the card signature).
     pub finish_ms: Percentiles,
+    /// How late logins started after their schedule (part of `login_ms`):
+    /// the workstation's previous login overran its interval, or the load
+    /// generator's own threads were not scheduled in time.
+    pub late_ms: Percentiles,
 }
 
 /// CPU time spent during the measured window.
@@ -213,6 +219,7 @@ impl Report {
             ("login", &self.latency.login_ms),
             ("  begin", &self.latency.begin_ms),
             ("  finish", &self.latency.finish_ms),
+            ("  late start", &self.latency.late_ms),
         ] {
             let _ = writeln!(
                 o,
@@ -395,6 +402,7 @@ fn build_report(
             login_ms: Percentiles::of(s.login_us),
             begin_ms: Percentiles::of(s.begin_us),
             finish_ms: Percentiles::of(s.finish_us),
+            late_ms: Percentiles::of(s.late_us),
         },
         cpu,
         ecdsa,

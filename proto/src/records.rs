@@ -136,10 +136,7 @@ impl fmt::Display for Digest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.alg.as_str())?;
         f.write_str(":")?;
-        for b in &self.bytes {
-            write!(f, "{b:02x}")?;
-        }
-        Ok(())
+        f.write_str(&hex::encode(&self.bytes))
     }
 }
 

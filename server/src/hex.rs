@@ -2,7 +2,7 @@
 
 /// Lower-case hex.
 pub fn encode(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(bytes)
 }
 
 /// Decodes hex (either case) of at most `max_bytes` bytes; `None` if it is

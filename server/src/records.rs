@@ -16,8 +16,6 @@
 //! replica. A confirmer who is also the inputter is refused unless the
 //! policy's `[records] self_confirmation = "allow"`.
 
-use std::fmt::Write as _;
-
 use clinauth_policy::{Purpose, SelfConfirmation};
 use clinauth_proto::confirmation::{self, Party};
 use clinauth_proto::records::{
@@ -105,11 +103,7 @@ fn random_hex() -> Result<String, RecordError> {
     SystemRandom::new()
         .fill(&mut bytes)
         .map_err(|_| RecordError::Store("no randomness available".into()))?;
-    let mut out = String::with_capacity(32);
-    for b in bytes {
-        let _ = write!(out, "{b:02x}");
-    }
-    Ok(out)
+    Ok(hex::encode(bytes))
 }
 
 const COLUMNS: &str = "id, digest, summary, inputter, confirmer, workstation, entered_at, state, \

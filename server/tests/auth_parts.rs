@@ -273,3 +273,28 @@ fn keys_are_created_private_and_refused_when_readable() {
     std::fs::write(&made[1], b"not a key").unwrap();
     assert!(matches!(Keys::load(&dir.0), Err(KeyError::Invalid(_))));
 }
+
+#[test]
+fn challenge_ids_sort_by_issue_time_and_never_repeat() {
+    let mut ids = Vec::new();
+    for step in 0..200i64 {
+        // Two per millisecond: the random part keeps them apart.
+        for _ in 0..2 {
+            ids.push(challenge::new_id(T0 + step).unwrap());
+        }
+    }
+    assert!(ids
+        .iter()
+        .all(|id| id.len() == 32 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))));
+    // The first 12 digits are the issue time: later IDs sort after earlier ones.
+    assert_eq!(ids[0][..12], format!("{T0:012x}"));
+    for pair in ids.windows(2) {
+        assert!(pair[0][..12] <= pair[1][..12], "{pair:?}");
+    }
+    let mut unique = ids.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), ids.len());
+    // Before the epoch (a clock gone wrong) still gives a valid ID.
+    assert_eq!(challenge::new_id(-5).unwrap()[..12], *"000000000000");
+}

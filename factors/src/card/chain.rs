@@ -790,13 +790,8 @@ fn strip_leading_zeros(bytes: &[u8]) -> &[u8] {
 }
 
 fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
     if bytes.is_empty() {
         return "00".to_owned();
     }
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(out, "{b:02x}");
-    }
-    out
+    hex::encode(bytes)
 }

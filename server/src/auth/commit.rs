@@ -12,9 +12,12 @@
 //! the audit chain's head and a multi-row INSERT of every audit entry. A
 //! plan with conditional writes of its own (one-time counters, throttling
 //! after a failure, a suspended FIDO2 key) runs inside a SAVEPOINT, so that
-//! its failure leaves the others untouched. Only after COMMIT returns
-//! (durable: `synchronous=FULL` on SQLite) is any caller answered, so no
-//! decision is ever returned before its audit entry is on disk.
+//! its failure leaves the others untouched. Only after COMMIT returns is
+//! any caller answered, and for decisions and refusals only once the commit
+//! is on disk (`synchronous=FULL` on SQLite), so no decision is ever
+//! returned before its audit entry is durable. A batch's begins, which
+//! decide nothing, are committed first in a transaction of their own that
+//! the next durable commit syncs (see [`Durability`]).
 //!
 //! Guarantees kept from the one-transaction-per-request design:
 //! - a challenge is used once, on any replica: the UPDATE flips `used_at`
@@ -208,13 +211,12 @@ impl Committer {
     }
 
     /// Writes `plan` (at `now_ms`) with whatever else is queued, and
-    /// returns once it is durable.
+    /// returns once it is committed: durably, but for a begin (see
+    /// [`Durability`]).
     pub async fn submit(&self, plan: Plan, now_ms: i64) -> Result<Done, CommitError> {
-        let queue = self.queue.get_or_init(|| {
-            let (tx, rx) = mpsc::unbounded_channel();
-            tokio::spawn(writer(self.store.clone(), self.key.clone(), rx));
-            tx
-        });
+        let queue = self
+            .queue
+            .get_or_init(|| spawn_writer(self.store.clone(), self.key.clone()));
         let (reply, answer) = oneshot::channel();
         queue
             .send((plan, now_ms, reply))
@@ -225,26 +227,118 @@ impl Committer {
     }
 }
 
+/// How a transaction's commit reaches the disk.
+///
+/// Decisions, refusals and everything with a failure counter or a one-time
+/// counter are committed `Now`: their callers are answered only once the
+/// commit is on disk. Begins decide nothing; they are committed `Deferred`
+/// (SQLite: `synchronous=NORMAL` for that transaction; PostgreSQL:
+/// `synchronous_commit = off`): answered once committed, synced by the next
+/// durable commit. Both engines write their log in order and a durable
+/// commit syncs everything before it, so a crash can lose only the latest
+/// begins (their challenges, then unknown, are refused at finish: fail
+/// closed) with their audit entries, never a decision's entry, and the
+/// chain that survives is a prefix, intact. It takes one disk sync off
+/// every login's path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Answer after the commit is synced to disk.
+    Now,
+    /// Answer after the commit; the next `Now` commit syncs it.
+    Deferred,
+}
+
+/// Splits a batch into its begins (committed first, [`Durability::Deferred`])
+/// and the rest ([`Durability::Now`]), each in arrival order.
+fn split(jobs: Vec<Job>) -> [(Vec<Job>, Durability); 2] {
+    let (begins, rest): (Vec<Job>, Vec<Job>) = jobs
+        .into_iter()
+        .partition(|(plan, _, _)| matches!(plan, Plan::Begin { .. }));
+    [(begins, Durability::Deferred), (rest, Durability::Now)]
+}
+
+/// Starts the writer. On a SQLite file: a thread of its own with its own
+/// rusqlite connection (see [`local`]), one thread hand-off per batch.
+/// Otherwise (PostgreSQL, or no such connection): a task on the runtime of
+/// the first caller, writing through sqlx.
+fn spawn_writer(store: Store, keys: Arc<crate::keys::Keys>) -> mpsc::UnboundedSender<Job> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let conn = match store.fast().map(|fast| fast.open_writer()) {
+        Some(Ok(conn)) => Some(conn),
+        Some(Err(e)) => {
+            tracing::warn!(error = %e, "no SQLite writer connection; writing through sqlx");
+            None
+        }
+        None => None,
+    };
+    match conn {
+        Some(conn) => {
+            let keys = keys.clone();
+            // A failed spawn drops the receiver: every submit then fails closed.
+            if let Err(e) = std::thread::Builder::new()
+                .name("clinauth-writer".into())
+                .spawn(move || local_writer(conn, keys, rx))
+            {
+                tracing::error!(error = %e, "cannot start the writer thread");
+            }
+        }
+        None => {
+            tokio::spawn(writer(store, keys, rx));
+        }
+    }
+    tx
+}
+
 async fn writer(store: Store, keys: Arc<crate::keys::Keys>, mut rx: mpsc::UnboundedReceiver<Job>) {
     let mut jobs: Vec<Job> = Vec::with_capacity(MAX_BATCH);
-    // On a SQLite file: the writer's own rusqlite connection (see `local`).
-    let mut local: Option<rusqlite::Connection> = None;
     while rx.recv_many(&mut jobs, MAX_BATCH).await > 0 {
-        let batch = std::mem::take(&mut jobs);
-        let conn = match (local.take(), store.fast()) {
-            (Some(conn), _) => Some(conn),
-            (None, Some(fast)) => match fast.open_writer() {
-                Ok(conn) => Some(conn),
-                Err(e) => {
-                    tracing::warn!(error = %e, "no SQLite writer connection; writing through sqlx");
-                    None
+        for (group, durability) in split(std::mem::take(&mut jobs)) {
+            if !group.is_empty() {
+                write_batch(&store, &keys.audit, group, durability).await;
+            }
+        }
+    }
+}
+
+/// The writer thread on a SQLite file: takes what is queued, writes it and
+/// answers the callers, until every [`Committer`] is gone.
+fn local_writer(
+    conn: rusqlite::Connection,
+    keys: Arc<crate::keys::Keys>,
+    mut rx: mpsc::UnboundedReceiver<Job>,
+) {
+    // `open_writer` leaves the connection at synchronous=FULL.
+    let mut current = Durability::Now;
+    while let Some(first) = rx.blocking_recv() {
+        let mut jobs = Vec::with_capacity(MAX_BATCH);
+        jobs.push(first);
+        while jobs.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
+            }
+        }
+        for (group, durability) in split(jobs) {
+            if group.is_empty() {
+                continue;
+            }
+            if durability != current {
+                let level = match durability {
+                    Durability::Now => "FULL",
+                    Durability::Deferred => "NORMAL",
+                };
+                if let Err(e) = conn.pragma_update(None, "synchronous", level) {
+                    // Not knowing the level, answer nobody before it is durable.
+                    tracing::error!(error = %e, "cannot set the commit's durability");
+                    let mut slots = slots_of(group);
+                    reply_all(&mut slots, &Err(CommitError::Store(e.to_string())));
+                    let _ = conn.pragma_update(None, "synchronous", "FULL");
+                    current = Durability::Now;
+                    continue;
                 }
-            },
-            (None, None) => None,
-        };
-        match conn {
-            Some(conn) => local = write_batch_local(conn, keys.clone(), batch).await,
-            None => write_batch(&store, &keys.audit, batch).await,
+                current = durability;
+            }
+            write_batch_local(&conn, &keys.audit, group);
         }
     }
 }
@@ -284,32 +378,22 @@ fn reset(slot: &mut Slot) {
     slot.review_event = None;
 }
 
-/// A batch on the SQLite file through the writer's rusqlite connection, on
-/// a blocking thread that also answers the callers. Returns the connection
-/// for the next batch.
-async fn write_batch_local(
-    conn: rusqlite::Connection,
-    keys: Arc<crate::keys::Keys>,
-    jobs: Vec<Job>,
-) -> Option<rusqlite::Connection> {
+/// A batch on the SQLite file through the writer's rusqlite connection,
+/// on the writer thread, which also answers the callers.
+fn write_batch_local(conn: &rusqlite::Connection, key: &AuditKey, jobs: Vec<Job>) {
     let mut slots = slots_of(jobs);
-    tokio::task::spawn_blocking(move || {
-        let mut outcome = local::write_slots(&conn, &keys.audit, &mut slots);
-        if let (Err(e), true) = (&outcome, slots.len() > 1) {
-            tracing::warn!(error = %e, plans = slots.len(), "batch failed; writing its plans one by one");
-            for slot in slots.iter_mut() {
-                reset(slot);
-                if let Err(e) = local::write_slots(&conn, &keys.audit, std::slice::from_mut(slot)) {
-                    slot.result = Some(Err(e));
-                }
+    let mut outcome = local::write_slots(conn, key, &mut slots);
+    if let (Err(e), true) = (&outcome, slots.len() > 1) {
+        tracing::warn!(error = %e, plans = slots.len(), "batch failed; writing its plans one by one");
+        for slot in slots.iter_mut() {
+            reset(slot);
+            if let Err(e) = local::write_slots(conn, key, std::slice::from_mut(slot)) {
+                slot.result = Some(Err(e));
             }
-            outcome = Ok(());
         }
-        reply_all(&mut slots, &outcome);
-        conn
-    })
-    .await
-    .ok()
+        outcome = Ok(());
+    }
+    reply_all(&mut slots, &outcome);
 }
 
 /// A plan's place in the batch while it is written.
@@ -324,9 +408,9 @@ struct Slot {
     review_event: Option<usize>,
 }
 
-async fn write_batch(store: &Store, key: &AuditKey, jobs: Vec<Job>) {
+async fn write_batch(store: &Store, key: &AuditKey, jobs: Vec<Job>, durability: Durability) {
     let mut slots = slots_of(jobs);
-    let mut outcome = write_slots(store, key, &mut slots).await;
+    let mut outcome = write_slots(store, key, &mut slots, durability).await;
     if let (Err(e), true) = (&outcome, slots.len() > 1) {
         // The batch failed as a whole (on PostgreSQL, say, a deadlock with
         // another replica over a challenge replayed to both): nothing of it
@@ -335,7 +419,7 @@ async fn write_batch(store: &Store, key: &AuditKey, jobs: Vec<Job>) {
         tracing::warn!(error = %e, plans = slots.len(), "batch failed; writing its plans one by one");
         for slot in slots.iter_mut() {
             reset(slot);
-            if let Err(e) = write_slots(store, key, std::slice::from_mut(slot)).await {
+            if let Err(e) = write_slots(store, key, std::slice::from_mut(slot), durability).await {
                 slot.result = Some(Err(e));
             }
         }
@@ -344,15 +428,24 @@ async fn write_batch(store: &Store, key: &AuditKey, jobs: Vec<Job>) {
     reply_all(&mut slots, &outcome);
 }
 
-async fn savepoint(tx: &mut Tx, sql: &'static str) -> Result<(), sqlx::Error> {
+async fn exec(tx: &mut Tx, sql: &'static str) -> Result<(), sqlx::Error> {
     sqlx::query(sql).execute(&mut **tx).await.map(|_| ())
 }
 
 /// Writes every slot in one transaction; `Err` when the whole batch failed
 /// (nothing written). A plan refused on its own has its `result` set to the
 /// refusal and left no write.
-async fn write_slots(store: &Store, key: &AuditKey, slots: &mut [Slot]) -> Result<(), CommitError> {
+async fn write_slots(
+    store: &Store,
+    key: &AuditKey,
+    slots: &mut [Slot],
+    durability: Durability,
+) -> Result<(), CommitError> {
     let mut tx = store.begin().await?;
+    if durability == Durability::Deferred && store.backend() == crate::store::Backend::Postgres {
+        // This transaction only: later durable commits flush the WAL up to it.
+        exec(&mut tx, "SET LOCAL synchronous_commit = off").await?;
+    }
     let latest = slots.iter().map(|s| s.now_ms).max().unwrap_or(0);
 
     // 1. Challenges issued by begins: one multi-row INSERT.
@@ -417,16 +510,16 @@ async fn write_slots(store: &Store, key: &AuditKey, slots: &mut [Slot]) -> Resul
         if slot.result.is_some() {
             continue;
         }
-        savepoint(&mut tx, "SAVEPOINT clinauth_plan").await?;
+        exec(&mut tx, "SAVEPOINT clinauth_plan").await?;
         match complex_finish(&mut tx, f, slot.now_ms).await {
             Ok((done, regressions)) => {
-                savepoint(&mut tx, "RELEASE SAVEPOINT clinauth_plan").await?;
+                exec(&mut tx, "RELEASE SAVEPOINT clinauth_plan").await?;
                 slot.events.extend(regressions);
                 slot.result = Some(Ok(Done::Finish(Box::new(done))));
             }
             Err(e) => {
-                savepoint(&mut tx, "ROLLBACK TO SAVEPOINT clinauth_plan").await?;
-                savepoint(&mut tx, "RELEASE SAVEPOINT clinauth_plan").await?;
+                exec(&mut tx, "ROLLBACK TO SAVEPOINT clinauth_plan").await?;
+                exec(&mut tx, "RELEASE SAVEPOINT clinauth_plan").await?;
                 slot.result = Some(Err(e));
             }
         }
@@ -612,7 +705,7 @@ async fn touch_workstations(tx: &mut Tx, ids: &[&str], now_ms: i64) -> Result<()
 }
 
 /// The same batch on a SQLite file, written synchronously through a
-/// `rusqlite` connection on a blocking thread: one thread hand-off per
+/// `rusqlite` connection on the writer thread: one thread hand-off per
 /// batch instead of two per statement (sqlx runs each SQLite statement on
 /// its connection's worker thread). The statements, conditions and order
 /// are those of [`write_slots`], one plan at a time (in-thread a statement
@@ -625,21 +718,23 @@ mod local {
         CommitError::Store(e.to_string())
     }
 
+    /// Runs a statement without parameters, parsed once per connection.
+    fn run(conn: &Connection, sql: &str) -> Result<(), CommitError> {
+        conn.prepare_cached(sql)
+            .and_then(|mut statement| statement.execute([]))
+            .map(|_| ())
+            .map_err(err)
+    }
+
     /// Writes every slot in one transaction (see [`super::write_slots`]).
     pub(super) fn write_slots(
         conn: &Connection,
         key: &AuditKey,
         slots: &mut [Slot],
     ) -> Result<(), CommitError> {
-        conn.execute_batch("BEGIN IMMEDIATE").map_err(err)?;
-        match body(conn, key, slots) {
-            Ok(()) => match conn.execute_batch("COMMIT") {
-                Ok(()) => Ok(()),
-                Err(e) => {
-                    let _ = conn.execute_batch("ROLLBACK");
-                    Err(err(e))
-                }
-            },
+        run(conn, "BEGIN IMMEDIATE")?;
+        match body(conn, key, slots).and_then(|()| run(conn, "COMMIT")) {
+            Ok(()) => Ok(()),
             Err(e) => {
                 let _ = conn.execute_batch("ROLLBACK");
                 Err(e)
@@ -691,19 +786,16 @@ mod local {
                 });
                 continue;
             }
-            conn.execute_batch("SAVEPOINT clinauth_plan").map_err(err)?;
+            run(conn, "SAVEPOINT clinauth_plan")?;
             match complex(conn, f, slot.now_ms) {
                 Ok((done, regressions)) => {
-                    conn.execute_batch("RELEASE SAVEPOINT clinauth_plan")
-                        .map_err(err)?;
+                    run(conn, "RELEASE SAVEPOINT clinauth_plan")?;
                     slot.events.extend(regressions);
                     slot.result = Some(Ok(Done::Finish(Box::new(done))));
                 }
                 Err(e) => {
-                    conn.execute_batch(
-                        "ROLLBACK TO SAVEPOINT clinauth_plan; RELEASE SAVEPOINT clinauth_plan",
-                    )
-                    .map_err(err)?;
+                    run(conn, "ROLLBACK TO SAVEPOINT clinauth_plan")?;
+                    run(conn, "RELEASE SAVEPOINT clinauth_plan")?;
                     slot.result = Some(Err(e));
                 }
             }
@@ -982,5 +1074,69 @@ mod local {
             None => None,
         };
         Ok((FinishDone { failure }, events))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clinauth_policy::Purpose;
+
+    fn event(action: &str) -> Event {
+        Event {
+            at_ms: 0,
+            actor: "alice".into(),
+            workstation: Some("ws1".into()),
+            action: action.into(),
+            target: None,
+            outcome: "ok".into(),
+            detail: json!({}),
+        }
+    }
+
+    fn job(plan: Plan) -> Job {
+        let (reply, _answer) = oneshot::channel();
+        (plan, 0, reply)
+    }
+
+    fn begin(id: &str) -> Job {
+        job(Plan::Begin {
+            challenge: Challenge {
+                id: id.into(),
+                nonce: [0; 32],
+                user: "alice".into(),
+                workstation: "ws1".into(),
+                purpose: Purpose::Login,
+                expires_at_ms: 1,
+                webauthn: None,
+            },
+            audit: event("auth.begin"),
+        })
+    }
+
+    fn name(job: &Job) -> String {
+        match &job.0 {
+            Plan::Begin { challenge, .. } => challenge.id.clone(),
+            Plan::Audit(e) => e.action.clone(),
+            Plan::Finish(f) => f.challenge_id.clone(),
+        }
+    }
+
+    #[test]
+    fn begins_are_deferred_everything_else_durable_each_in_arrival_order() {
+        let jobs = vec![
+            job(Plan::Audit(event("refusal-1"))),
+            begin("b1"),
+            job(Plan::Audit(event("refusal-2"))),
+            begin("b2"),
+        ];
+        let [(begins, first), (rest, second)] = split(jobs);
+        assert_eq!(first, Durability::Deferred);
+        assert_eq!(begins.iter().map(name).collect::<Vec<_>>(), ["b1", "b2"]);
+        assert_eq!(second, Durability::Now);
+        assert_eq!(
+            rest.iter().map(name).collect::<Vec<_>>(),
+            ["refusal-1", "refusal-2"]
+        );
     }
 }
