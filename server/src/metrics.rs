@@ -7,8 +7,54 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-/// Upper bounds of the finish latency histogram, in milliseconds.
-const BUCKETS_MS: [u64; 8] = [1, 2, 5, 10, 25, 50, 100, 500];
+/// Upper bounds of the latency histograms, in milliseconds.
+const BUCKETS_MS: [u64; 9] = [1, 2, 5, 10, 25, 50, 100, 500, 1000];
+
+/// A latency histogram in atomics.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    buckets: [AtomicU64; BUCKETS_MS.len()],
+    count: AtomicU64,
+    sum_us: AtomicU64,
+}
+
+impl Histogram {
+    /// Counts one observation.
+    pub fn observe(&self, took: Duration) {
+        for (bound, bucket) in BUCKETS_MS.iter().zip(&self.buckets) {
+            if took <= Duration::from_millis(*bound) {
+                bucket.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        self.sum_us.fetch_add(us, Ordering::Relaxed);
+    }
+
+    /// Its series `name{labels,le=…}`, `name_sum`, `name_count`, without
+    /// the HELP and TYPE lines.
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let sep = if labels.is_empty() { "" } else { "," };
+        for (bound, bucket) in BUCKETS_MS.iter().zip(&self.buckets) {
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{{labels}{sep}le=\"{}\"}} {}",
+                *bound as f64 / 1000.0,
+                get(bucket)
+            );
+        }
+        let count = get(&self.count);
+        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {count}");
+        let braces = if labels.is_empty() {
+            String::new()
+        } else {
+            format!("{{{labels}}}")
+        };
+        let _ = writeln!(out, "{name}_sum{braces} {}", get(&self.sum_us) as f64 / 1e6);
+        let _ = writeln!(out, "{name}_count{braces} {count}");
+    }
+}
 
 /// The server's counters.
 #[derive(Debug, Default)]
@@ -18,9 +64,12 @@ pub struct Metrics {
     finish_allow: AtomicU64,
     finish_deny: AtomicU64,
     finish_refused: AtomicU64,
-    finish_buckets: [AtomicU64; BUCKETS_MS.len()],
-    finish_count: AtomicU64,
-    finish_sum_us: AtomicU64,
+    finish: Histogram,
+    /// Group commits of decisions, answered once on disk.
+    commit_durable: Histogram,
+    /// Group commits of begins, synced by the next durable one.
+    commit_deferred: Histogram,
+    committed_plans: AtomicU64,
 }
 
 impl Metrics {
@@ -42,15 +91,20 @@ impl Metrics {
             Err(_) => &self.finish_refused,
         };
         c.fetch_add(1, Ordering::Relaxed);
-        let ms = u64::try_from(took.as_millis()).unwrap_or(u64::MAX);
-        for (bound, bucket) in BUCKETS_MS.iter().zip(&self.finish_buckets) {
-            if ms <= *bound {
-                bucket.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        self.finish_count.fetch_add(1, Ordering::Relaxed);
-        let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
-        self.finish_sum_us.fetch_add(us, Ordering::Relaxed);
+        self.finish.observe(took);
+    }
+
+    /// Counts a group commit of `plans` requests' writes (`auth::commit`),
+    /// durable (`true`: answered once on disk) or deferred (begins).
+    pub fn count_commit(&self, durable: bool, plans: usize, took: Duration) {
+        let h = if durable {
+            &self.commit_durable
+        } else {
+            &self.commit_deferred
+        };
+        h.observe(took);
+        self.committed_plans
+            .fetch_add(u64::try_from(plans).unwrap_or(u64::MAX), Ordering::Relaxed);
     }
 
     /// The Prometheus text exposition.
@@ -93,25 +147,57 @@ impl Metrics {
             "# HELP clinauth_auth_finish_seconds Time to answer a finish."
         );
         let _ = writeln!(out, "# TYPE clinauth_auth_finish_seconds histogram");
-        for (bound, bucket) in BUCKETS_MS.iter().zip(&self.finish_buckets) {
-            let _ = writeln!(
-                out,
-                "clinauth_auth_finish_seconds_bucket{{le=\"{}\"}} {}",
-                *bound as f64 / 1000.0,
-                get(bucket)
-            );
-        }
-        let count = get(&self.finish_count);
+        self.finish
+            .render(&mut out, "clinauth_auth_finish_seconds", "");
         let _ = writeln!(
             out,
-            "clinauth_auth_finish_seconds_bucket{{le=\"+Inf\"}} {count}"
+            "# HELP clinauth_db_commit_seconds Group commits of the login path: writing a batch and, when durable, syncing it to disk (the disk's latency shows here)."
+        );
+        let _ = writeln!(out, "# TYPE clinauth_db_commit_seconds histogram");
+        self.commit_durable
+            .render(&mut out, "clinauth_db_commit_seconds", "durability=\"now\"");
+        self.commit_deferred.render(
+            &mut out,
+            "clinauth_db_commit_seconds",
+            "durability=\"deferred\"",
         );
         let _ = writeln!(
             out,
-            "clinauth_auth_finish_seconds_sum {}",
-            get(&self.finish_sum_us) as f64 / 1e6
+            "# HELP clinauth_db_committed_plans_total Requests whose writes were group-committed (divide by the commits for the batch size)."
         );
-        let _ = writeln!(out, "clinauth_auth_finish_seconds_count {count}");
+        let _ = writeln!(out, "# TYPE clinauth_db_committed_plans_total counter");
+        let _ = writeln!(
+            out,
+            "clinauth_db_committed_plans_total {}",
+            get(&self.committed_plans)
+        );
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histograms_count_at_most_each_bound() {
+        let m = Metrics::default();
+        m.count_commit(true, 3, Duration::from_micros(1_000));
+        m.count_commit(true, 4, Duration::from_micros(1_500));
+        m.count_commit(false, 2, Duration::from_micros(200));
+        let text = m.render();
+        for line in [
+            "clinauth_db_commit_seconds_bucket{durability=\"now\",le=\"0.001\"} 1",
+            "clinauth_db_commit_seconds_bucket{durability=\"now\",le=\"0.002\"} 2",
+            "clinauth_db_commit_seconds_bucket{durability=\"now\",le=\"+Inf\"} 2",
+            "clinauth_db_commit_seconds_count{durability=\"now\"} 2",
+            "clinauth_db_commit_seconds_sum{durability=\"now\"} 0.0025",
+            "clinauth_db_commit_seconds_bucket{durability=\"deferred\",le=\"0.001\"} 1",
+            "clinauth_db_committed_plans_total 9",
+            "clinauth_auth_finish_seconds_bucket{le=\"+Inf\"} 0",
+            "clinauth_auth_finish_seconds_count 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} not in\n{text}");
+        }
     }
 }

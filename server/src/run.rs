@@ -107,7 +107,9 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     }
     let card_trust = card_trust::load(&config.smartcard).map_err(fail("smartcard trust"))?;
     let fido2 = fido2_verifier(&config).map_err(fail("fido2"))?;
-    let commits = crate::auth::commit::Committer::new(store.clone(), keys.clone());
+    let metrics = Arc::new(Metrics::default());
+    let commits = crate::auth::commit::Committer::new(store.clone(), keys.clone())
+        .with_metrics(metrics.clone());
     let auth = AuthService {
         store: store.clone(),
         policy: policy.clone(),
@@ -128,7 +130,6 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         commits,
         clock: Default::default(),
     };
-    let metrics = Arc::new(Metrics::default());
 
     let ws_tls =
         tls::workstation_server_config(&config.tls).map_err(|e| fail("TLS")(e.to_string()))?;

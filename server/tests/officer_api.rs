@@ -387,7 +387,9 @@ async fn r_pol_1_policies_are_validated_before_they_take_effect() {
     assert_eq!(v["policies"][0]["created_by"], "officer.ito");
     let (s, v) = call(&app, "GET", "/metrics", t, Value::Null).await;
     assert_eq!(s, StatusCode::OK);
-    assert!(v.as_str().unwrap().contains("clinauth_auth_finish_total"));
+    let text = v.as_str().unwrap();
+    assert!(text.contains("clinauth_auth_finish_total"));
+    assert!(text.contains("# TYPE clinauth_db_commit_seconds histogram"));
 }
 
 #[tokio::test]

@@ -34,10 +34,12 @@ use super::challenge::{self, Challenge, ChallengeError};
 use super::evidence::{self, CounterUpdate};
 use super::throttle::{self, Counter};
 use crate::audit::{self, AuditKey, Event};
+use crate::metrics::Metrics;
 use crate::store::{Store, StoreError, Tx};
 use clinauth_policy::FailureLimits;
 use serde_json::json;
 use std::sync::{Arc, OnceLock};
+use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 
 /// The most plans written in one transaction.
@@ -191,6 +193,7 @@ type Job = (Plan, i64, oneshot::Sender<Result<Done, CommitError>>);
 pub struct Committer {
     store: Store,
     key: Arc<crate::keys::Keys>,
+    metrics: Option<Arc<Metrics>>,
     queue: Arc<OnceLock<mpsc::UnboundedSender<Job>>>,
 }
 
@@ -206,17 +209,24 @@ impl Committer {
         Committer {
             store,
             key: keys,
+            metrics: None,
             queue: Arc::new(OnceLock::new()),
         }
+    }
+
+    /// Counts every commit's time and size in `metrics` (`/metrics`).
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Committer {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Writes `plan` (at `now_ms`) with whatever else is queued, and
     /// returns once it is committed: durably, but for a begin (see
     /// [`Durability`]).
     pub async fn submit(&self, plan: Plan, now_ms: i64) -> Result<Done, CommitError> {
-        let queue = self
-            .queue
-            .get_or_init(|| spawn_writer(self.store.clone(), self.key.clone()));
+        let queue = self.queue.get_or_init(|| {
+            spawn_writer(self.store.clone(), self.key.clone(), self.metrics.clone())
+        });
         let (reply, answer) = oneshot::channel();
         queue
             .send((plan, now_ms, reply))
@@ -261,7 +271,11 @@ fn split(jobs: Vec<Job>) -> [(Vec<Job>, Durability); 2] {
 /// rusqlite connection (see [`local`]), one thread hand-off per batch.
 /// Otherwise (PostgreSQL, or no such connection): a task on the runtime of
 /// the first caller, writing through sqlx.
-fn spawn_writer(store: Store, keys: Arc<crate::keys::Keys>) -> mpsc::UnboundedSender<Job> {
+fn spawn_writer(
+    store: Store,
+    keys: Arc<crate::keys::Keys>,
+    metrics: Option<Arc<Metrics>>,
+) -> mpsc::UnboundedSender<Job> {
     let (tx, rx) = mpsc::unbounded_channel();
     let conn = match store.fast().map(|fast| fast.open_writer()) {
         Some(Ok(conn)) => Some(conn),
@@ -277,26 +291,39 @@ fn spawn_writer(store: Store, keys: Arc<crate::keys::Keys>) -> mpsc::UnboundedSe
             // A failed spawn drops the receiver: every submit then fails closed.
             if let Err(e) = std::thread::Builder::new()
                 .name("clinauth-writer".into())
-                .spawn(move || local_writer(conn, keys, rx))
+                .spawn(move || local_writer(conn, keys, metrics, rx))
             {
                 tracing::error!(error = %e, "cannot start the writer thread");
             }
         }
         None => {
-            tokio::spawn(writer(store, keys, rx));
+            tokio::spawn(writer(store, keys, metrics, rx));
         }
     }
     tx
 }
 
-async fn writer(store: Store, keys: Arc<crate::keys::Keys>, mut rx: mpsc::UnboundedReceiver<Job>) {
+async fn writer(
+    store: Store,
+    keys: Arc<crate::keys::Keys>,
+    metrics: Option<Arc<Metrics>>,
+    mut rx: mpsc::UnboundedReceiver<Job>,
+) {
     let mut jobs: Vec<Job> = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut jobs, MAX_BATCH).await > 0 {
         for (group, durability) in split(std::mem::take(&mut jobs)) {
             if !group.is_empty() {
+                let (started, plans) = (Instant::now(), group.len());
                 write_batch(&store, &keys.audit, group, durability).await;
+                count(metrics.as_deref(), durability, plans, started);
             }
         }
+    }
+}
+
+fn count(metrics: Option<&Metrics>, durability: Durability, plans: usize, started: Instant) {
+    if let Some(m) = metrics {
+        m.count_commit(durability == Durability::Now, plans, started.elapsed());
     }
 }
 
@@ -305,6 +332,7 @@ async fn writer(store: Store, keys: Arc<crate::keys::Keys>, mut rx: mpsc::Unboun
 fn local_writer(
     conn: rusqlite::Connection,
     keys: Arc<crate::keys::Keys>,
+    metrics: Option<Arc<Metrics>>,
     mut rx: mpsc::UnboundedReceiver<Job>,
 ) {
     // `open_writer` leaves the connection at synchronous=FULL.
@@ -338,7 +366,9 @@ fn local_writer(
                 }
                 current = durability;
             }
+            let (started, plans) = (Instant::now(), group.len());
             write_batch_local(&conn, &keys.audit, group);
+            count(metrics.as_deref(), durability, plans, started);
         }
     }
 }
