@@ -164,10 +164,20 @@ pub struct Workstation {
     pub location: String,
     /// State.
     pub state: DeviceState,
-    /// Last contact, ms since the epoch.
+    /// Last contact, ms since the epoch, to within [`CONTACT_RESOLUTION_MS`].
     pub last_contact: Option<i64>,
     /// Created, ms since the epoch.
     pub created_at: i64,
+}
+
+/// Last contact is recorded to within this much (R-DEV-1): a busy
+/// workstation calls in many times a second, and rewriting its row's page
+/// at each call was a sixth of the database writes of a login.
+pub const CONTACT_RESOLUTION_MS: i64 = 10_000;
+
+/// The contact times older than this are due for an update at `now_ms`.
+pub fn contact_stale_before(now_ms: i64) -> i64 {
+    now_ms.saturating_sub(CONTACT_RESOLUTION_MS)
 }
 
 /// A registered device.
@@ -188,7 +198,7 @@ pub struct Device {
     pub attributes: serde_json::Value,
     /// State.
     pub state: DeviceState,
-    /// Last contact, ms since the epoch.
+    /// Last contact, ms since the epoch, to within [`CONTACT_RESOLUTION_MS`].
     pub last_contact: Option<i64>,
     /// Created, ms since the epoch.
     pub created_at: i64,
@@ -451,13 +461,15 @@ pub async fn set_workstation_state(
     .await
 }
 
-/// Records that a workstation called in. Only ever moves forward in time.
+/// Records that a workstation called in, unless it did less than
+/// [`CONTACT_RESOLUTION_MS`] ago. Only ever moves forward in time.
 pub async fn touch_workstation(store: &Store, id: &str, now_ms: i64) -> Result<(), StoreError> {
     sqlx::query(
-        "UPDATE workstations SET last_contact = $1 WHERE id = $2 AND (last_contact IS NULL OR last_contact < $1)",
+        "UPDATE workstations SET last_contact = $1 WHERE id = $2 AND (last_contact IS NULL OR last_contact <= $3)",
     )
     .bind(now_ms)
     .bind(id)
+    .bind(contact_stale_before(now_ms))
     .execute(store.pool())
     .await?;
     Ok(())
@@ -467,10 +479,11 @@ pub async fn touch_workstation(store: &Store, id: &str, now_ms: i64) -> Result<(
 /// request's decision and its contact time cost one commit.
 pub async fn touch_workstation_in(tx: &mut Tx, id: &str, now_ms: i64) -> Result<(), StoreError> {
     sqlx::query(
-        "UPDATE workstations SET last_contact = $1 WHERE id = $2 AND (last_contact IS NULL OR last_contact < $1)",
+        "UPDATE workstations SET last_contact = $1 WHERE id = $2 AND (last_contact IS NULL OR last_contact <= $3)",
     )
     .bind(now_ms)
     .bind(id)
+    .bind(contact_stale_before(now_ms))
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -605,13 +618,15 @@ pub async fn set_device_state(
     set_state(tx, "devices", "device", id, state.as_str(), now_ms).await
 }
 
-/// Records that a device was used. Only ever moves forward in time.
+/// Records that a device was used, unless it was less than
+/// [`CONTACT_RESOLUTION_MS`] ago. Only ever moves forward in time.
 pub async fn touch_device(store: &Store, id: &str, now_ms: i64) -> Result<(), StoreError> {
     sqlx::query(
-        "UPDATE devices SET last_contact = $1 WHERE id = $2 AND (last_contact IS NULL OR last_contact < $1)",
+        "UPDATE devices SET last_contact = $1 WHERE id = $2 AND (last_contact IS NULL OR last_contact <= $3)",
     )
     .bind(now_ms)
     .bind(id)
+    .bind(contact_stale_before(now_ms))
     .execute(store.pool())
     .await?;
     Ok(())

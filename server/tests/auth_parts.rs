@@ -47,6 +47,31 @@ async fn single_use(db: &TestDb) {
     }
     assert_eq!(challenge::purge(&mut tx, T0 + 200_000).await.unwrap(), 2);
     tx.commit().await.unwrap();
+
+    // Purged: issued and expired before the cut-off; kept: still valid, or
+    // issued after it.
+    let mut tx = store.begin().await.unwrap();
+    let long = challenge::issue(&mut tx, "alice", "ws1", Purpose::Login, None, T0, 600_000)
+        .await
+        .unwrap();
+    let short = challenge::issue(&mut tx, "alice", "ws1", Purpose::Login, None, T0, 1_000)
+        .await
+        .unwrap();
+    let after = challenge::issue(&mut tx, "bob", "ws1", Purpose::Login, None, T0 + 300_000, 1)
+        .await
+        .unwrap();
+    assert_eq!(challenge::purge(&mut tx, T0 + 200_000).await.unwrap(), 1);
+    let gone = challenge::consume(&mut tx, &short.id, "ws1", T0 + 200_001).await;
+    assert!(matches!(gone, Err(ChallengeError::Unknown)), "{gone:?}");
+    challenge::consume(&mut tx, &long.id, "ws1", T0 + 200_001)
+        .await
+        .unwrap();
+    assert_eq!(challenge::purge(&mut tx, T0 + 300_000).await.unwrap(), 0);
+    assert_eq!(challenge::purge(&mut tx, T0 + 300_002).await.unwrap(), 1);
+    let gone = challenge::consume(&mut tx, &after.id, "ws1", T0 + 300_003).await;
+    assert!(matches!(gone, Err(ChallengeError::Unknown)), "{gone:?}");
+    assert_eq!(challenge::purge(&mut tx, T0 + 600_001).await.unwrap(), 1);
+    tx.commit().await.unwrap();
 }
 on_both_engines!(
     challenge_is_single_use_and_bound_to_its_workstation,

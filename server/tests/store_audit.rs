@@ -330,6 +330,19 @@ async fn directory_lifecycle(db: &TestDb) {
         .unwrap()
         .unwrap();
     assert_eq!(ws.last_contact, Some(500), "last contact never goes back");
+    // Recorded to within CONTACT_RESOLUTION_MS: a busy workstation does not
+    // rewrite its row at every call.
+    let later = 500 + directory::CONTACT_RESOLUTION_MS;
+    for (at, expected) in [(later - 1, 500), (later, later)] {
+        directory::touch_workstation(&store, "ward3-ws01", at)
+            .await
+            .unwrap();
+        let ws = directory::workstation_by_cert(&store, &fp)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(ws.last_contact, Some(expected), "touched at {at}");
+    }
 
     let mut tx = store.begin().await.unwrap();
     directory::set_workstation_state(&mut tx, "ward3-ws01", DeviceState::Decommissioned, 600)
@@ -486,4 +499,56 @@ async fn one_signature_per_commit(db: &TestDb) {
 on_both_engines!(
     r_log_1_one_signature_per_commit_covers_its_entries,
     one_signature_per_commit
+);
+
+/// A database made before migration 7 (the audit log and the challenges
+/// stored with fewer indexes) upgrades with every audit entry kept: the
+/// chain still verifies and grows.
+async fn upgrade_keeps_audit_chain(db: &TestDb) {
+    let (key, _) = AuditKey::generate().unwrap();
+    let old = Store::open_to_version(&db.url, 2, 6).await.unwrap();
+    chain_of(&old, &key, 12).await;
+    exec(
+        &old,
+        "INSERT INTO challenges (id, nonce, user_id, workstation, purpose, webauthn, created_at, expires_at) \
+         VALUES ('0000000000000000000000000000abcd', 'nonce-bytes', 'dr.sato', 'ward3-ws01', 'login', NULL, 1, 99)",
+    )
+    .await;
+    old.close().await;
+
+    let store = db.open().await;
+    let report = audit::verify(&store, key.public_key()).await.unwrap();
+    assert!(report.is_intact(), "{:?}", report.breaks);
+    assert_eq!(report.entries, 12);
+    audit::record(&store, &key, &event(13)).await.unwrap();
+    let report = audit::verify(&store, key.public_key()).await.unwrap();
+    assert!(report.is_intact(), "{:?}", report.breaks);
+    assert_eq!(report.entries, 13);
+    // Challenges are short-lived and not carried over (the login is retried).
+    let (left,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM challenges")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(left, 0);
+
+    if store.backend() == clinauth_server::store::Backend::Sqlite {
+        // seq is the row ID (no second index); challenges are keyed by id.
+        let indexes: Vec<(String,)> = sqlx::query_as(
+            "SELECT name FROM sqlite_schema WHERE type = 'index' AND tbl_name IN ('audit_log', 'challenges') ORDER BY name",
+        )
+        .fetch_all(store.pool())
+        .await
+        .unwrap();
+        assert!(indexes.is_empty(), "{indexes:?}");
+        let (sql,): (String,) =
+            sqlx::query_as("SELECT sql FROM sqlite_schema WHERE name = 'challenges'")
+                .fetch_one(store.pool())
+                .await
+                .unwrap();
+        assert!(sql.contains("WITHOUT ROWID"), "{sql}");
+    }
+}
+on_both_engines!(
+    store_upgrade_to_7_keeps_the_audit_chain,
+    upgrade_keeps_audit_chain
 );

@@ -376,11 +376,24 @@ fn challenge_from_row(
     })
 }
 
-/// Deletes challenges that expired before `before_ms`; returns how many.
+/// The smallest identifier [`new_id`] gives at `now_ms`.
+fn first_id_at(now_ms: i64) -> String {
+    let time = u64::try_from(now_ms.max(0)).unwrap_or(0).to_be_bytes();
+    let mut bytes = [0u8; 16];
+    bytes[..6].copy_from_slice(&time[2..]);
+    hex::encode(bytes)
+}
+
+/// Deletes challenges issued and expired before `before_ms`; returns how
+/// many. Found through their identifiers, which start with the issue time:
+/// no expiry index for every begin to write.
 pub async fn purge(tx: &mut Tx, before_ms: i64) -> Result<u64, ChallengeError> {
-    Ok(sqlx::query("DELETE FROM challenges WHERE expires_at < $1")
-        .bind(before_ms)
-        .execute(&mut **tx)
-        .await?
-        .rows_affected())
+    Ok(
+        sqlx::query("DELETE FROM challenges WHERE id < $1 AND expires_at < $2")
+            .bind(first_id_at(before_ms))
+            .bind(before_ms)
+            .execute(&mut **tx)
+            .await?
+            .rows_affected(),
+    )
 }

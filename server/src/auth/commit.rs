@@ -716,16 +716,18 @@ async fn touch_workstations(tx: &mut Tx, ids: &[&str], now_ms: i64) -> Result<()
             continue;
         }
         let mut sql = String::from(
-            "UPDATE workstations SET last_contact = $1 WHERE (last_contact IS NULL OR last_contact < $1) AND id IN (",
+            "UPDATE workstations SET last_contact = $1 WHERE (last_contact IS NULL OR last_contact <= $2) AND id IN (",
         );
         for i in 0..chunk.len() {
             if i > 0 {
                 sql.push_str(", ");
             }
-            let _ = write!(sql, "${}", i + 2);
+            let _ = write!(sql, "${}", i + 3);
         }
         sql.push(')');
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now_ms);
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(now_ms)
+            .bind(crate::directory::contact_stale_before(now_ms));
         for id in chunk {
             query = query.bind(id.to_string());
         }
@@ -846,7 +848,7 @@ mod local {
             workstations.sort_unstable();
             let mut touch = conn
                 .prepare_cached(
-                    "UPDATE workstations SET last_contact = ?1 WHERE id = ?2 AND (last_contact IS NULL OR last_contact < ?1)",
+                    "UPDATE workstations SET last_contact = ?1 WHERE id = ?2 AND (last_contact IS NULL OR last_contact <= ?3)",
                 )
                 .map_err(err)?;
             // The latest time of each workstation (sorted: the last of each run).
@@ -854,7 +856,9 @@ mod local {
                 if workstations.get(i + 1).is_some_and(|(next, _)| next == id) {
                     continue;
                 }
-                touch.execute(params![at, id]).map_err(err)?;
+                touch
+                    .execute(params![at, id, crate::directory::contact_stale_before(*at)])
+                    .map_err(err)?;
             }
         }
         // 5. Audit entries, after the row updates.
@@ -862,11 +866,11 @@ mod local {
         if !events.is_empty() {
             let details = audit::checked_details(&events)?;
             let head = conn
-                .query_row(
-                    "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1",
-                    [],
-                    |row| Ok((row.get::<_, i64>(0)?, row.get::<_, Vec<u8>>(1)?)),
-                )
+                .prepare_cached("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+                .map_err(err)?
+                .query_row([], |row| {
+                    Ok((row.get::<_, i64>(0)?, row.get::<_, Vec<u8>>(1)?))
+                })
                 .optional()
                 .map_err(err)?;
             let head = match head {

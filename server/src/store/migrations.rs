@@ -1,6 +1,8 @@
 //! Schema migrations, the same for both engines: `{blob}` becomes `BLOB` on
-//! SQLite and `BYTEA` on PostgreSQL; everything else is common SQL.
-//! Migrations only ever append: an applied one is never edited.
+//! SQLite and `BYTEA` on PostgreSQL; a statement that starts with
+//! `{sqlite-only}` or `{postgres-only}` runs on that engine alone (storage
+//! layouts differ); everything else is common SQL. Migrations only ever append: an applied
+//! one is never edited.
 
 use super::{Backend, Store, StoreError};
 use sqlx::{AssertSqlSafe, Executor, Row};
@@ -183,7 +185,76 @@ CREATE TABLE challenge_operations (
 CREATE INDEX challenge_operations_by_age ON challenge_operations (created_at)
 "#,
     ),
+    (
+        7,
+        // The two tables every login writes. On SQLite `seq BIGINT PRIMARY
+        // KEY` is not the row ID, so each audit entry also went into an index
+        // of its own: rebuilt with the row ID as `seq` (same rows). Challenges
+        // are now found for purging by their identifiers, which start with
+        // the issue time, so they lose the expiry index, and on SQLite become
+        // a WITHOUT ROWID table keyed by identifier. A begin's commit writes
+        // three pages fewer (docs/BENCHMARKS.md). Challenges are short-lived
+        // and not carried over: a login begun before the upgrade and finished
+        // after it is refused as unknown, and the user tries again.
+        r#"
+{sqlite-only} CREATE TABLE audit_log_v7 (
+    seq           INTEGER PRIMARY KEY,
+    at_ms         BIGINT NOT NULL,
+    actor         TEXT NOT NULL,
+    workstation   TEXT,
+    action        TEXT NOT NULL,
+    target        TEXT,
+    outcome       TEXT NOT NULL,
+    detail        TEXT NOT NULL,
+    prev_hash     BLOB NOT NULL,
+    hash          BLOB NOT NULL,
+    signature     BLOB NOT NULL
+);
+{sqlite-only} INSERT INTO audit_log_v7 (seq, at_ms, actor, workstation, action, target, outcome, detail, prev_hash, hash, signature)
+    SELECT seq, at_ms, actor, workstation, action, target, outcome, detail, prev_hash, hash, signature FROM audit_log ORDER BY seq;
+{sqlite-only} DROP TABLE audit_log;
+{sqlite-only} ALTER TABLE audit_log_v7 RENAME TO audit_log;
+{sqlite-only} DROP TABLE challenges;
+{sqlite-only} CREATE TABLE challenges (
+    id            TEXT PRIMARY KEY,
+    nonce         BLOB NOT NULL,
+    user_id       TEXT NOT NULL,
+    workstation   TEXT NOT NULL,
+    purpose       TEXT NOT NULL,
+    webauthn      TEXT,
+    created_at    BIGINT NOT NULL,
+    expires_at    BIGINT NOT NULL,
+    used_at       BIGINT
+) WITHOUT ROWID;
+{postgres-only} DROP INDEX challenges_by_expiry;
+{postgres-only} DELETE FROM challenges
+"#,
+    ),
 ];
+
+/// Marks a statement that only SQLite runs.
+const SQLITE_ONLY: &str = "{sqlite-only}";
+/// Marks a statement that only PostgreSQL runs.
+const POSTGRES_ONLY: &str = "{postgres-only}";
+
+/// The statements of a migration for `backend`, without their markers.
+fn statements(sql: &str, backend: Backend) -> Vec<String> {
+    render(sql, backend)
+        .split(";\n")
+        .filter_map(|statement| {
+            let statement = statement.trim();
+            let (only, rest) = if let Some(rest) = statement.strip_prefix(SQLITE_ONLY) {
+                (Some(Backend::Sqlite), rest)
+            } else if let Some(rest) = statement.strip_prefix(POSTGRES_ONLY) {
+                (Some(Backend::Postgres), rest)
+            } else {
+                (None, statement)
+            };
+            let rest = rest.trim();
+            (only.is_none_or(|b| b == backend) && !rest.is_empty()).then(|| rest.to_owned())
+        })
+        .collect()
+}
 
 fn render(sql: &str, backend: Backend) -> String {
     let blob = match backend {
@@ -193,9 +264,10 @@ fn render(sql: &str, backend: Backend) -> String {
     sql.replace("{blob}", blob)
 }
 
-/// Applies what is missing, each migration in its own transaction. Several
+/// Applies what is missing up to `upto` (`i64::MAX`: all), in one
+/// transaction: a failed upgrade leaves the database as it was. Several
 /// replicas starting at once on PostgreSQL are serialised by an advisory lock.
-pub(super) async fn run(store: &Store) -> Result<(), StoreError> {
+pub(super) async fn run(store: &Store, upto: i64) -> Result<(), StoreError> {
     let mut tx = store.begin().await?;
     if store.backend() == Backend::Postgres {
         tx.execute("SELECT pg_advisory_xact_lock(727100001)")
@@ -216,11 +288,12 @@ pub(super) async fn run(store: &Store) -> Result<(), StoreError> {
             supported: newest,
         });
     }
-    for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
-        for statement in render(sql, store.backend()).split(";\n") {
-            if !statement.trim().is_empty() {
-                tx.execute(AssertSqlSafe(statement.to_owned())).await?;
-            }
+    for (version, sql) in MIGRATIONS
+        .iter()
+        .filter(|(v, _)| *v > current && *v <= upto)
+    {
+        for statement in statements(sql, store.backend()) {
+            tx.execute(AssertSqlSafe(statement)).await?;
         }
         sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)")
             .bind(*version)
@@ -230,4 +303,33 @@ pub(super) async fn run(store: &Store) -> Result<(), StoreError> {
     }
     tx.commit().await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn markers_select_the_engine_and_never_reach_the_database() {
+        for backend in [Backend::Sqlite, Backend::Postgres] {
+            for (version, sql) in MIGRATIONS {
+                for statement in statements(sql, backend) {
+                    assert!(!statement.contains('{'), "{version}: {statement}");
+                }
+            }
+        }
+        let (_, v7) = MIGRATIONS[6];
+        let sqlite = statements(v7, Backend::Sqlite);
+        let postgres = statements(v7, Backend::Postgres);
+        assert!(sqlite.iter().any(|s| s.ends_with("WITHOUT ROWID")));
+        assert!(sqlite.iter().all(|s| !s.starts_with("DROP INDEX")));
+        assert_eq!(
+            postgres,
+            ["DROP INDEX challenges_by_expiry", "DELETE FROM challenges"]
+        );
+        assert_eq!(
+            statements("{sqlite-only} SELECT 1;\nSELECT 2", Backend::Postgres),
+            ["SELECT 2"]
+        );
+    }
 }

@@ -181,6 +181,17 @@ impl Store {
     /// single connection avoids "database is locked" on a read-then-write
     /// transaction. Commits are durable (`synchronous=FULL`) in WAL mode.
     pub async fn open(url: &str, max_connections: u32) -> Result<Store, StoreError> {
+        Store::open_to_version(url, max_connections, i64::MAX).await
+    }
+
+    /// [`Store::open`] with the migrations applied up to `version` only: for
+    /// the tests that upgrade a database made by an earlier release.
+    #[doc(hidden)]
+    pub async fn open_to_version(
+        url: &str,
+        max_connections: u32,
+        version: i64,
+    ) -> Result<Store, StoreError> {
         install_default_drivers();
         let backend = Backend::from_url(url)?;
         let url = match backend {
@@ -214,7 +225,7 @@ impl Store {
             backend,
             fast: None,
         };
-        migrations::run(&store).await?;
+        migrations::run(&store, version).await?;
         if backend == Backend::Sqlite && !url.contains(":memory:") && !url.contains("mode=memory") {
             // Opened after the migrations, so the file exists and is in WAL mode.
             store.reader = AnyPoolOptions::new()
