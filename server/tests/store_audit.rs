@@ -552,3 +552,39 @@ on_both_engines!(
     store_upgrade_to_7_keeps_the_audit_chain,
     upgrade_keeps_audit_chain
 );
+
+/// Pooled connections are checked only when they sat idle (a check is a
+/// round trip): when PostgreSQL drops them while the server is quiet (a
+/// restart, an administrator), the next use gets a new connection unseen;
+/// when it drops them while they are busy, each fails closed once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_recovers_when_postgres_drops_its_connections() {
+    let db = TestDb::new(support::Engine::Postgres).await;
+    let store = db.open().await;
+    let admin = Store::open(&db.url, 1).await.unwrap();
+    let drop_all = || async {
+        let (dropped,): (i64,) = sqlx::query_as(
+            "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity \
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        )
+        .fetch_one(admin.pool())
+        .await
+        .unwrap();
+        assert!(dropped >= 1, "no connection of the store's to drop");
+    };
+
+    assert!(directory::users(&store).await.unwrap().is_empty());
+    drop_all().await;
+    tokio::time::sleep(
+        clinauth_server::store::PING_AFTER_IDLE + std::time::Duration::from_millis(100),
+    )
+    .await;
+    assert!(directory::users(&store).await.unwrap().is_empty());
+
+    drop_all().await;
+    let mut failures = 0;
+    while directory::users(&store).await.is_err() {
+        failures += 1;
+        assert!(failures <= 8, "still failing after {failures} attempts");
+    }
+}

@@ -20,6 +20,26 @@ pub use migrations::MIGRATIONS;
 /// Read-only SQLite connections beside the single writer.
 const SQLITE_READERS: u32 = 4;
 
+/// A pooled connection idle longer than this is checked before use, so that
+/// one the database dropped while the server was quiet (a restart) is
+/// replaced unseen. sqlx checks every connection at every acquire by
+/// default: on a busy server a round trip to PostgreSQL before each
+/// statement's own.
+pub const PING_AFTER_IDLE: Duration = Duration::from_secs(1);
+
+/// Checks a connection that sat idle (the database may have restarted).
+fn ping_if_idle(
+    conn: &mut sqlx::AnyConnection,
+    meta: sqlx::pool::PoolConnectionMetadata,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<bool, sqlx::Error>> + Send + '_>> {
+    Box::pin(async move {
+        if meta.idle_for >= PING_AFTER_IDLE {
+            sqlx::Connection::ping(conn).await?;
+        }
+        Ok(true)
+    })
+}
+
 /// A database transaction; every write and its audit entry share one.
 pub type Tx = sqlx::Transaction<'static, sqlx::Any>;
 
@@ -203,6 +223,8 @@ impl Store {
         };
         let options = AnyPoolOptions::new()
             .acquire_timeout(Duration::from_secs(10))
+            .test_before_acquire(false)
+            .before_acquire(ping_if_idle)
             .max_connections(match backend {
                 Backend::Sqlite => 1,
                 Backend::Postgres => max_connections.max(1),
@@ -230,6 +252,8 @@ impl Store {
             // Opened after the migrations, so the file exists and is in WAL mode.
             store.reader = AnyPoolOptions::new()
                 .acquire_timeout(Duration::from_secs(10))
+                .test_before_acquire(false)
+                .before_acquire(ping_if_idle)
                 .max_connections(SQLITE_READERS)
                 .after_connect(|conn, _meta| {
                     Box::pin(async move {
