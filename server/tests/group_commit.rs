@@ -141,3 +141,56 @@ async fn two_replicas(db: &TestDb) {
     assert!(matches!(r, Ok(FinishResponse::Deny { .. })), "{r:?}");
 }
 on_both_engines!(two_replicas_writing_at_once_keep_one_chain, two_replicas);
+
+async fn contact_times(db: &TestDb) {
+    use clinauth_server::directory::{self, CONTACT_RESOLUTION_MS};
+    let f = fixture(db).await;
+    let seen = |store: clinauth_server::store::Store, id: String| async move {
+        directory::workstations(&store)
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|w| w.id == id)
+            .unwrap()
+            .last_contact
+    };
+    let store = f.auth.store.clone();
+    // A begin records the workstation's contact; calls within the
+    // resolution leave it; a later one moves it on.
+    for (at, expected) in [
+        (T0, T0),
+        (T0 + 5, T0),
+        (T0 + CONTACT_RESOLUTION_MS - 1, T0),
+        (T0 + CONTACT_RESOLUTION_MS, T0 + CONTACT_RESOLUTION_MS),
+    ] {
+        f.auth.begin(&f.ws, &begin_req(), at).await.unwrap();
+        assert_eq!(
+            seen(store.clone(), f.ws.id.clone()).await,
+            Some(expected),
+            "after a begin at T0 + {}",
+            at - T0
+        );
+    }
+    // A finish too.
+    let at = T0 + 3 * CONTACT_RESOLUTION_MS;
+    let b = f.auth.begin(&f.ws, &begin_req(), at - 1).await.unwrap();
+    f.auth
+        .finish(
+            &f.ws,
+            &FinishRequest {
+                challenge_id: b.challenge_id,
+                evidence: vec![badge()],
+            },
+            at + CONTACT_RESOLUTION_MS,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        seen(store, f.ws.id.clone()).await,
+        Some(at + CONTACT_RESOLUTION_MS)
+    );
+}
+on_both_engines!(
+    r_dev_1_logins_record_the_workstations_contact_time,
+    contact_times
+);

@@ -588,3 +588,29 @@ async fn store_recovers_when_postgres_drops_its_connections() {
         assert!(failures <= 8, "still failing after {failures} attempts");
     }
 }
+
+/// Begins are committed without waiting for the disk (auth::commit's
+/// `Durability::Deferred`): on PostgreSQL for their transaction alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deferred_transactions_alone_skip_the_wait_for_postgres_disk() {
+    let db = TestDb::new(support::Engine::Postgres).await;
+    let store = db.open().await;
+    for (deferred, expected) in [(true, "off"), (false, "on"), (true, "off")] {
+        let mut tx = if deferred {
+            store.begin_deferred().await.unwrap()
+        } else {
+            store.begin().await.unwrap()
+        };
+        let (setting,): (String,) = sqlx::query_as("SELECT current_setting('synchronous_commit')")
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+        assert_eq!(setting, expected, "deferred: {deferred}");
+        tx.commit().await.unwrap();
+    }
+    let (setting,): (String,) = sqlx::query_as("SELECT current_setting('synchronous_commit')")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(setting, "on");
+}

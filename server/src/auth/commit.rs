@@ -38,6 +38,7 @@ use crate::metrics::Metrics;
 use crate::store::{Store, StoreError, Tx};
 use clinauth_policy::FailureLimits;
 use serde_json::json;
+use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
@@ -267,6 +268,62 @@ fn split(jobs: Vec<Job>) -> [(Vec<Job>, Durability); 2] {
     [(begins, Durability::Deferred), (rest, Durability::Now)]
 }
 
+/// The contact times this writer has written. A workstation's is written
+/// again only once [`crate::directory::CONTACT_RESOLUTION_MS`] old: until
+/// then the batch needs no statement for it (a round trip on PostgreSQL).
+/// Another replica may have written a later one; the database keeps the
+/// latest either way.
+#[derive(Debug, Default)]
+struct Contacts(HashMap<String, i64>);
+
+impl Contacts {
+    /// More workstations than any site has; past it the memory starts over.
+    const MAX: usize = 100_000;
+
+    /// The latest time of each workstation in `calls` that is due a write.
+    fn due<'a>(&self, calls: impl Iterator<Item = (&'a str, i64)>) -> Vec<(&'a str, i64)> {
+        let mut latest: HashMap<&str, i64> = HashMap::new();
+        for (id, at) in calls {
+            let t = latest.entry(id).or_insert(at);
+            *t = (*t).max(at);
+        }
+        let mut due: Vec<(&str, i64)> = latest
+            .into_iter()
+            .filter(|(id, at)| {
+                self.0
+                    .get(*id)
+                    .is_none_or(|t| *t <= crate::directory::contact_stale_before(*at))
+            })
+            .collect();
+        due.sort_unstable();
+        due
+    }
+
+    /// After the commit that wrote `due`.
+    fn written(&mut self, due: &[(&str, i64)]) {
+        if self.0.len() + due.len() > Self::MAX {
+            self.0.clear();
+        }
+        for (id, at) in due {
+            let t = self.0.entry((*id).to_owned()).or_insert(*at);
+            *t = (*t).max(*at);
+        }
+    }
+}
+
+/// The workstation of every plan in `slots` that was not refused, with the
+/// plan's time.
+fn callers(slots: &[Slot]) -> impl Iterator<Item = (&str, i64)> {
+    slots
+        .iter()
+        .filter(|s| matches!(s.result, None | Some(Ok(_))))
+        .filter_map(|s| match &s.plan {
+            Plan::Begin { challenge, .. } => Some((challenge.workstation.as_str(), s.now_ms)),
+            Plan::Finish(f) => Some((f.workstation.as_str(), s.now_ms)),
+            Plan::Audit(_) => None,
+        })
+}
+
 /// Starts the writer. On a SQLite file: a thread of its own with its own
 /// rusqlite connection (see [`local`]), one thread hand-off per batch.
 /// Otherwise (PostgreSQL, or no such connection): a task on the runtime of
@@ -310,11 +367,12 @@ async fn writer(
     mut rx: mpsc::UnboundedReceiver<Job>,
 ) {
     let mut jobs: Vec<Job> = Vec::with_capacity(MAX_BATCH);
+    let mut contacts = Contacts::default();
     while rx.recv_many(&mut jobs, MAX_BATCH).await > 0 {
         for (group, durability) in split(std::mem::take(&mut jobs)) {
             if !group.is_empty() {
                 let (started, plans) = (Instant::now(), group.len());
-                write_batch(&store, &keys.audit, group, durability).await;
+                write_batch(&store, &keys.audit, group, durability, &mut contacts).await;
                 count(metrics.as_deref(), durability, plans, started);
             }
         }
@@ -337,6 +395,7 @@ fn local_writer(
 ) {
     // `open_writer` leaves the connection at synchronous=FULL.
     let mut current = Durability::Now;
+    let mut contacts = Contacts::default();
     while let Some(first) = rx.blocking_recv() {
         let mut jobs = Vec::with_capacity(MAX_BATCH);
         jobs.push(first);
@@ -367,7 +426,7 @@ fn local_writer(
                 current = durability;
             }
             let (started, plans) = (Instant::now(), group.len());
-            write_batch_local(&conn, &keys.audit, group);
+            write_batch_local(&conn, &keys.audit, group, &mut contacts);
             count(metrics.as_deref(), durability, plans, started);
         }
     }
@@ -410,14 +469,19 @@ fn reset(slot: &mut Slot) {
 
 /// A batch on the SQLite file through the writer's rusqlite connection,
 /// on the writer thread, which also answers the callers.
-fn write_batch_local(conn: &rusqlite::Connection, key: &AuditKey, jobs: Vec<Job>) {
+fn write_batch_local(
+    conn: &rusqlite::Connection,
+    key: &AuditKey,
+    jobs: Vec<Job>,
+    contacts: &mut Contacts,
+) {
     let mut slots = slots_of(jobs);
-    let mut outcome = local::write_slots(conn, key, &mut slots);
+    let mut outcome = local::write_slots(conn, key, &mut slots, contacts);
     if let (Err(e), true) = (&outcome, slots.len() > 1) {
         tracing::warn!(error = %e, plans = slots.len(), "batch failed; writing its plans one by one");
         for slot in slots.iter_mut() {
             reset(slot);
-            if let Err(e) = local::write_slots(conn, key, std::slice::from_mut(slot)) {
+            if let Err(e) = local::write_slots(conn, key, std::slice::from_mut(slot), contacts) {
                 slot.result = Some(Err(e));
             }
         }
@@ -438,9 +502,15 @@ struct Slot {
     review_event: Option<usize>,
 }
 
-async fn write_batch(store: &Store, key: &AuditKey, jobs: Vec<Job>, durability: Durability) {
+async fn write_batch(
+    store: &Store,
+    key: &AuditKey,
+    jobs: Vec<Job>,
+    durability: Durability,
+    contacts: &mut Contacts,
+) {
     let mut slots = slots_of(jobs);
-    let mut outcome = write_slots(store, key, &mut slots, durability).await;
+    let mut outcome = write_slots(store, key, &mut slots, durability, contacts).await;
     if let (Err(e), true) = (&outcome, slots.len() > 1) {
         // The batch failed as a whole (on PostgreSQL, say, a deadlock with
         // another replica over a challenge replayed to both): nothing of it
@@ -449,7 +519,9 @@ async fn write_batch(store: &Store, key: &AuditKey, jobs: Vec<Job>, durability: 
         tracing::warn!(error = %e, plans = slots.len(), "batch failed; writing its plans one by one");
         for slot in slots.iter_mut() {
             reset(slot);
-            if let Err(e) = write_slots(store, key, std::slice::from_mut(slot), durability).await {
+            if let Err(e) =
+                write_slots(store, key, std::slice::from_mut(slot), durability, contacts).await
+            {
                 slot.result = Some(Err(e));
             }
         }
@@ -470,12 +542,12 @@ async fn write_slots(
     key: &AuditKey,
     slots: &mut [Slot],
     durability: Durability,
+    contacts: &mut Contacts,
 ) -> Result<(), CommitError> {
-    let mut tx = store.begin().await?;
-    if durability == Durability::Deferred && store.backend() == crate::store::Backend::Postgres {
-        // This transaction only: later durable commits flush the WAL up to it.
-        exec(&mut tx, "SET LOCAL synchronous_commit = off").await?;
-    }
+    let mut tx = match durability {
+        Durability::Now => store.begin().await?,
+        Durability::Deferred => store.begin_deferred().await?,
+    };
     let latest = slots.iter().map(|s| s.now_ms).max().unwrap_or(0);
 
     // 1. Challenges issued by begins: one multi-row INSERT.
@@ -555,19 +627,15 @@ async fn write_slots(
         }
     }
 
-    // 4. The contact time of every workstation that called in, once each.
-    let mut workstations: Vec<&str> = slots
-        .iter()
-        .filter(|s| matches!(s.result, None | Some(Ok(_))))
-        .filter_map(|s| match &s.plan {
-            Plan::Begin { challenge, .. } => Some(challenge.workstation.as_str()),
-            Plan::Finish(f) => Some(f.workstation.as_str()),
-            Plan::Audit(_) => None,
-        })
+    // 4. The contact time of every workstation that called in, once each,
+    //    when due.
+    let due: Vec<(String, i64)> = contacts
+        .due(callers(slots))
+        .into_iter()
+        .map(|(id, at)| (id.to_owned(), at))
         .collect();
-    workstations.sort_unstable();
-    workstations.dedup();
-    touch_workstations(&mut tx, &workstations, latest).await?;
+    let ids: Vec<&str> = due.iter().map(|(id, _)| id.as_str()).collect();
+    touch_workstations(&mut tx, &ids, latest).await?;
 
     // 5. Audit entries, in plan order, after the row updates.
     let (events, owners) = collect_events(slots);
@@ -599,6 +667,8 @@ async fn write_slots(
         }
     }
     tx.commit().await?;
+    let due: Vec<(&str, i64)> = due.iter().map(|(id, at)| (id.as_str(), *at)).collect();
+    contacts.written(&due);
     Ok(())
 }
 
@@ -763,10 +833,18 @@ mod local {
         conn: &Connection,
         key: &AuditKey,
         slots: &mut [Slot],
+        contacts: &mut Contacts,
     ) -> Result<(), CommitError> {
         run(conn, "BEGIN IMMEDIATE")?;
-        match body(conn, key, slots).and_then(|()| run(conn, "COMMIT")) {
-            Ok(()) => Ok(()),
+        match body(conn, key, slots, contacts).and_then(|due| {
+            run(conn, "COMMIT")?;
+            Ok(due)
+        }) {
+            Ok(due) => {
+                let due: Vec<(&str, i64)> = due.iter().map(|(id, at)| (id.as_str(), *at)).collect();
+                contacts.written(&due);
+                Ok(())
+            }
             Err(e) => {
                 let _ = conn.execute_batch("ROLLBACK");
                 Err(e)
@@ -774,7 +852,13 @@ mod local {
         }
     }
 
-    fn body(conn: &Connection, key: &AuditKey, slots: &mut [Slot]) -> Result<(), CommitError> {
+    /// Returns the contact times it wrote.
+    fn body(
+        conn: &Connection,
+        key: &AuditKey,
+        slots: &mut [Slot],
+        contacts: &Contacts,
+    ) -> Result<Vec<(String, i64)>, CommitError> {
         // 1. Challenges issued.
         {
             let mut insert = conn
@@ -832,30 +916,19 @@ mod local {
                 }
             }
         }
-        // 4. Contact times.
-        {
-            let mut workstations: Vec<(&str, i64)> = slots
-                .iter()
-                .filter(|s| matches!(s.result, None | Some(Ok(_))))
-                .filter_map(|s| match &s.plan {
-                    Plan::Begin { challenge, .. } => {
-                        Some((challenge.workstation.as_str(), s.now_ms))
-                    }
-                    Plan::Finish(f) => Some((f.workstation.as_str(), s.now_ms)),
-                    Plan::Audit(_) => None,
-                })
-                .collect();
-            workstations.sort_unstable();
+        // 4. Contact times, when due.
+        let due: Vec<(String, i64)> = contacts
+            .due(callers(slots))
+            .into_iter()
+            .map(|(id, at)| (id.to_owned(), at))
+            .collect();
+        if !due.is_empty() {
             let mut touch = conn
                 .prepare_cached(
                     "UPDATE workstations SET last_contact = ?1 WHERE id = ?2 AND (last_contact IS NULL OR last_contact <= ?3)",
                 )
                 .map_err(err)?;
-            // The latest time of each workstation (sorted: the last of each run).
-            for (i, (id, at)) in workstations.iter().enumerate() {
-                if workstations.get(i + 1).is_some_and(|(next, _)| next == id) {
-                    continue;
-                }
+            for (id, at) in &due {
                 touch
                     .execute(params![at, id, crate::directory::contact_stale_before(*at)])
                     .map_err(err)?;
@@ -931,7 +1004,7 @@ mod local {
                 }
             }
         }
-        Ok(())
+        Ok(due)
     }
 
     /// Uses the plan's challenge once (see [`challenge::consume`]); the
@@ -1154,6 +1227,25 @@ mod tests {
             Plan::Audit(e) => e.action.clone(),
             Plan::Finish(f) => f.challenge_id.clone(),
         }
+    }
+
+    #[test]
+    fn contact_times_are_written_when_due_and_only_once_committed() {
+        let step = crate::directory::CONTACT_RESOLUTION_MS;
+        let mut contacts = Contacts::default();
+        let calls = [("ws2", 1_000), ("ws1", 1_000), ("ws1", 1_200)];
+        let due = contacts.due(calls.into_iter());
+        assert_eq!(due, [("ws1", 1_200), ("ws2", 1_000)]);
+        // Not committed: still due.
+        assert_eq!(contacts.due(calls.into_iter()), due);
+        contacts.written(&due);
+        assert!(contacts
+            .due([("ws1", 1_200 + step - 1)].into_iter())
+            .is_empty());
+        assert_eq!(
+            contacts.due([("ws1", 1_200 + step), ("ws2", 1_500), ("ws3", 9)].into_iter()),
+            [("ws1", 1_200 + step), ("ws3", 9)]
+        );
     }
 
     #[test]

@@ -311,6 +311,21 @@ impl Store {
         })
     }
 
+    /// A transaction whose commit is not waited for on disk: on PostgreSQL
+    /// `synchronous_commit = off` for it alone, sent with its `BEGIN`, and
+    /// the next synchronous commit flushes it (see
+    /// `auth::commit::Durability`). On SQLite the same as [`Store::begin`].
+    pub async fn begin_deferred(&self) -> Result<Tx, StoreError> {
+        Ok(match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => {
+                self.pool
+                    .begin_with("BEGIN; SET LOCAL synchronous_commit = off")
+                    .await?
+            }
+        })
+    }
+
     /// Closes every connection.
     pub async fn close(&self) {
         self.reader.close().await;
