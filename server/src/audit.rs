@@ -252,14 +252,14 @@ pub async fn append_batch(
         return Ok(Vec::new());
     }
     let details = checked_details(events)?;
-    if backend == Backend::Postgres {
-        sqlx::query("SELECT pg_advisory_xact_lock(727100002)")
-            .execute(&mut **tx)
-            .await?;
-    }
-    let last = sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
-        .fetch_optional(&mut **tx)
-        .await?;
+    // On PostgreSQL the advisory lock, then the head read after it: one call
+    // (migration 7: in a VOLATILE function each statement sees what
+    // committed before it ran, so the head is read after the lock is held).
+    let head_sql = match backend {
+        Backend::Postgres => "SELECT seq, hash FROM clinauth_audit_head()",
+        Backend::Sqlite => "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1",
+    };
+    let last = sqlx::query(head_sql).fetch_optional(&mut **tx).await?;
     let head = match last {
         Some(row) => (row.try_get::<i64, _>("seq")?, hash32(row.try_get("hash")?)?),
         None => (0, GENESIS),

@@ -195,7 +195,10 @@ CREATE INDEX challenge_operations_by_age ON challenge_operations (created_at)
         // a WITHOUT ROWID table keyed by identifier. A begin's commit writes
         // three pages fewer (docs/BENCHMARKS.md). Challenges are short-lived
         // and not carried over: a login begun before the upgrade and finished
-        // after it is refused as unknown, and the user tries again.
+        // after it is refused as unknown, and the user tries again. On
+        // PostgreSQL the audit lock and the read of the chain's head become
+        // one call (a VOLATILE function reads after taking the lock): one
+        // round trip fewer per commit.
         r#"
 {sqlite-only} CREATE TABLE audit_log_v7 (
     seq           INTEGER PRIMARY KEY,
@@ -227,7 +230,8 @@ CREATE INDEX challenge_operations_by_age ON challenge_operations (created_at)
     used_at       BIGINT
 ) WITHOUT ROWID;
 {postgres-only} DROP INDEX challenges_by_expiry;
-{postgres-only} DELETE FROM challenges
+{postgres-only} DELETE FROM challenges;
+{postgres-only} CREATE FUNCTION clinauth_audit_head() RETURNS TABLE (seq BIGINT, hash BYTEA) LANGUAGE plpgsql VOLATILE AS $$ BEGIN PERFORM pg_advisory_xact_lock(727100002); RETURN QUERY SELECT a.seq, a.hash FROM audit_log a ORDER BY a.seq DESC LIMIT 1; END $$
 "#,
     ),
 ];
@@ -323,10 +327,8 @@ mod tests {
         let postgres = statements(v7, Backend::Postgres);
         assert!(sqlite.iter().any(|s| s.ends_with("WITHOUT ROWID")));
         assert!(sqlite.iter().all(|s| !s.starts_with("DROP INDEX")));
-        assert_eq!(
-            postgres,
-            ["DROP INDEX challenges_by_expiry", "DELETE FROM challenges"]
-        );
+        assert_eq!(postgres.len(), 3);
+        assert!(postgres[2].starts_with("CREATE FUNCTION clinauth_audit_head()"));
         assert_eq!(
             statements("{sqlite-only} SELECT 1;\nSELECT 2", Backend::Postgres),
             ["SELECT 2"]
