@@ -32,11 +32,26 @@ pub enum Mode {
     },
 }
 
+/// How an open loop spaces each workstation's logins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Arrivals {
+    /// Evenly, the workstations' schedules interleaved: the aggregate rate
+    /// with no bursts.
+    #[default]
+    Even,
+    /// At random (exponential gaps, the same mean): independent people
+    /// arriving, bursts included, as on real wards.
+    Poisson,
+}
+
 /// How long and how.
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
     /// Pacing.
     pub mode: Mode,
+    /// Spacing of the open loop's logins.
+    pub arrivals: Arrivals,
     /// The measured time (after the warm-up).
     pub duration: Duration,
     /// Logins during this first period are not counted.
@@ -53,6 +68,7 @@ impl Default for LoadOptions {
     fn default() -> Self {
         LoadOptions {
             mode: Mode::Closed,
+            arrivals: Arrivals::Even,
             duration: Duration::from_secs(10),
             warmup: Duration::from_secs(1),
             count: None,
@@ -77,6 +93,9 @@ pub struct Samples {
     /// How late each login started after its schedule (open loop: the
     /// workstation's previous login overran, or the generator was busy), µs.
     pub late_us: Vec<u32>,
+    /// For each login in `login_us`: the second of the measured window it
+    /// started in (for the tail of each second, see `report`).
+    pub login_second: Vec<u32>,
     /// Failures by kind.
     pub errors: BTreeMap<String, u64>,
     /// One example message per kind.
@@ -89,6 +108,7 @@ impl Samples {
     fn merge(&mut self, other: Samples) {
         self.ok += other.ok;
         self.login_us.extend(other.login_us);
+        self.login_second.extend(other.login_second);
         self.begin_us.extend(other.begin_us);
         self.finish_us.extend(other.finish_us);
         self.late_us.extend(other.late_us);
@@ -215,10 +235,16 @@ async fn worker(
     let mut conn: Option<Connection> = None;
     let mut k: u64 = 0;
     let mut previous_done: Option<Instant> = None;
+    let mut next_random = t0 + exponential(&rng, interval);
     loop {
-        let scheduled = match opts.mode {
-            Mode::Closed => Instant::now().max(t0),
-            Mode::Open { .. } => t0 + phase + interval.saturating_mul(k as u32),
+        let scheduled = match (opts.mode, opts.arrivals) {
+            (Mode::Closed, _) => Instant::now().max(t0),
+            (Mode::Open { .. }, Arrivals::Even) => t0 + phase + interval.saturating_mul(k as u32),
+            (Mode::Open { .. }, Arrivals::Poisson) => {
+                let at = next_random;
+                next_random = at + exponential(&rng, interval);
+                at
+            }
         };
         if scheduled >= end {
             break;
@@ -277,6 +303,10 @@ async fn worker(
             Ok(Ok(())) => {
                 s.ok += 1;
                 s.login_us.push(micros(done.duration_since(from)));
+                s.login_second.push(
+                    u32::try_from(from.saturating_duration_since(measure_from).as_secs())
+                        .unwrap_or(u32::MAX),
+                );
                 s.begin_us.push(micros(times.0));
                 s.finish_us.push(micros(times.1));
                 s.late_us
@@ -293,6 +323,18 @@ async fn worker(
         }
     }
     s
+}
+
+/// A random gap with an exponential distribution of this mean (Poisson
+/// arrivals), at most 20 means.
+fn exponential(rng: &SystemRandom, mean: Duration) -> Duration {
+    let mut bytes = [0u8; 8];
+    if ring::rand::SecureRandom::fill(rng, &mut bytes).is_err() {
+        return mean;
+    }
+    // 53 random bits: uniform in (0, 1].
+    let u = ((u64::from_be_bytes(bytes) >> 11) + 1) as f64 / (1u64 << 53) as f64;
+    mean.mul_f64((-u.ln()).min(20.0))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -442,5 +484,27 @@ async fn login(
             Err((format!("finish: deny: {short}"), reason))
         }
         Err(e) => Err(("finish: bad response".to_owned(), e.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exponential_gaps_have_the_mean_asked_for() {
+        let rng = SystemRandom::new();
+        let mean = Duration::from_millis(10);
+        let n = 20_000;
+        let gaps: Vec<Duration> = (0..n).map(|_| exponential(&rng, mean)).collect();
+        let average = gaps.iter().sum::<Duration>() / n;
+        assert!(
+            (9_600..=10_400).contains(&average.as_micros()),
+            "{average:?}"
+        );
+        assert!(gaps.iter().all(|g| *g <= mean * 20));
+        // Exponential, not even: about 63 % below the mean.
+        let below = gaps.iter().filter(|g| **g < mean).count() as f64 / f64::from(n);
+        assert!((0.60..0.66).contains(&below), "{below}");
     }
 }

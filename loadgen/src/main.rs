@@ -4,7 +4,7 @@
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use clinauth_loadgen::driver::{LoadOptions, Mode};
+use clinauth_loadgen::driver::{Arrivals, LoadOptions, Mode};
 use clinauth_loadgen::report::{self, RunOptions, Target};
 use clinauth_loadgen::setup::{self, SetupOptions};
 use clinauth_loadgen::{parse_duration, Factor};
@@ -56,6 +56,14 @@ impl From<FactorArg> for Factor {
             FactorArg::Pin => Factor::Pin,
         }
     }
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum ArrivalsArg {
+    /// Evenly spaced, the workstations interleaved.
+    Even,
+    /// Exponential gaps (independent people), the same mean.
+    Poisson,
 }
 
 #[derive(Args, Debug)]
@@ -113,6 +121,10 @@ struct RunArgs {
     /// (maximum throughput).
     #[arg(long, value_name = "PER_SECOND")]
     rate: Option<f64>,
+    /// Open loop: how each workstation's logins are spaced: evenly, or at
+    /// random (Poisson arrivals, bursts included, the same mean rate).
+    #[arg(long, value_enum, default_value = "even", requires = "rate")]
+    arrivals: ArrivalsArg,
     /// How long to measure, after the warm-up (500ms, 10s, 2m).
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     duration: Duration,
@@ -201,6 +213,10 @@ fn run(args: RunArgs) -> Result<(), String> {
         target,
         load: LoadOptions {
             mode,
+            arrivals: match args.arrivals {
+                ArrivalsArg::Even => Arrivals::Even,
+                ArrivalsArg::Poisson => Arrivals::Poisson,
+            },
             duration: args.duration,
             warmup: args.warmup,
             count: args.count,

@@ -1,7 +1,7 @@
 //! The run's report (text or JSON), the ECDSA P-256 reference measured in
 //! the same run, and the function that runs everything.
 
-use crate::driver::{self, LoadOptions, Mode, Outcome};
+use crate::driver::{self, Arrivals, LoadOptions, Mode, Outcome};
 use crate::fixture::{Fixture, FixtureFile};
 use crate::procstat::{self, ServerCpu, TICKS_PER_SECOND};
 use crate::setup::{FreshServer, SetupOptions};
@@ -89,6 +89,51 @@ impl Percentiles {
     }
 }
 
+/// The login p99 of each whole second of the window: whether the run's tail
+/// is steady or made by a few bad seconds (a stall of the machine's disk or
+/// CPU takes the p99 of a 10 s run on its own).
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct PerSecond {
+    /// Seconds with at least 100 logins.
+    pub seconds: usize,
+    /// The median of their p99s, ms.
+    pub p99_median_ms: f64,
+    /// The worst, ms.
+    pub p99_worst_ms: f64,
+    /// Each second's p99, ms, in order (`null` below 100 logins).
+    pub p99_ms: Vec<Option<f64>>,
+}
+
+impl PerSecond {
+    /// The fewest logins in a second for its p99 to count.
+    const MIN: usize = 100;
+
+    fn of(us: &[u32], second: &[u32]) -> PerSecond {
+        let mut buckets: Vec<Vec<u32>> = Vec::new();
+        for (v, s) in us.iter().zip(second) {
+            let s = usize::try_from(*s).unwrap_or(usize::MAX).min(100_000);
+            if buckets.len() <= s {
+                buckets.resize_with(s + 1, Vec::new);
+            }
+            if let Some(b) = buckets.get_mut(s) {
+                b.push(*v);
+            }
+        }
+        let p99_ms: Vec<Option<f64>> = buckets
+            .into_iter()
+            .map(|b| (b.len() >= Self::MIN).then(|| Percentiles::of(b).p99))
+            .collect();
+        let mut counted: Vec<f64> = p99_ms.iter().flatten().copied().collect();
+        counted.sort_by(f64::total_cmp);
+        PerSecond {
+            seconds: counted.len(),
+            p99_median_ms: counted.get(counted.len() / 2).copied().unwrap_or(0.0),
+            p99_worst_ms: counted.last().copied().unwrap_or(0.0),
+            p99_ms,
+        }
+    }
+}
+
 /// Latencies.
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct Latency {
@@ -104,6 +149,8 @@ pub struct Latency {
     /// the workstation's previous login overran its interval, or the load
     /// generator's own threads were not scheduled in time.
     pub late_ms: Percentiles,
+    /// `login_ms`'s p99 second by second.
+    pub login_per_second: PerSecond,
 }
 
 /// CPU time spent during the measured window.
@@ -156,6 +203,8 @@ pub struct Report {
     pub mode: &'static str,
     /// The open loop's target rate.
     pub target_rate: Option<f64>,
+    /// The open loop's spacing of logins.
+    pub arrivals: Option<Arrivals>,
     /// Simulated workstations (= concurrent connections).
     pub workstations: usize,
     /// Users.
@@ -200,7 +249,13 @@ impl Report {
             self.factor,
             self.mode,
             self.target_rate
-                .map(|r| format!(" at {r:.0}/s"))
+                .map(|r| format!(
+                    " at {r:.0}/s{}",
+                    match self.arrivals {
+                        Some(Arrivals::Poisson) => " (Poisson arrivals)",
+                        _ => "",
+                    }
+                ))
                 .unwrap_or_default(),
             self.workstations,
             self.users,
@@ -231,6 +286,14 @@ impl Report {
                 p.p999,
                 p.max,
                 p.mean
+            );
+        }
+        let ps = &self.latency.login_per_second;
+        if ps.seconds > 0 {
+            let _ = writeln!(
+                o,
+                "login p99 of each second: median {:.2} ms, worst {:.2} ms ({} seconds)",
+                ps.p99_median_ms, ps.p99_worst_ms, ps.seconds
             );
         }
         if let Some(c) = &self.cpu {
@@ -383,6 +446,10 @@ fn build_report(
             Mode::Closed => None,
             Mode::Open { rate } => Some(rate),
         },
+        arrivals: match opts.load.mode {
+            Mode::Closed => None,
+            Mode::Open { .. } => Some(opts.load.arrivals),
+        },
         workstations: fixture.workstations.len(),
         users: fixture.users.len(),
         keepalive: opts.load.keepalive,
@@ -399,6 +466,7 @@ fn build_report(
         error_examples: s.examples,
         connections: s.connections,
         latency: Latency {
+            login_per_second: PerSecond::of(&s.login_us, &s.login_second),
             login_ms: Percentiles::of(s.login_us),
             begin_ms: Percentiles::of(s.begin_us),
             finish_ms: Percentiles::of(s.finish_us),
@@ -487,5 +555,33 @@ pub fn run(opts: &RunOptions) -> Result<Report, Error> {
                 memory,
             ))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_seconds_p99_and_seconds_too_thin_to_count() {
+        // Second 0: 200 logins of 1 ms and 2 of 50 ms (p99: the 200th of
+        // 202, 1 ms); second 1: 150 of 2 ms and 10 of 30 ms; second 2: 5.
+        let mut us = Vec::new();
+        let mut second = Vec::new();
+        for (s, v, n) in [
+            (0, 1_000, 200),
+            (0, 50_000, 2),
+            (1, 2_000, 150),
+            (1, 30_000, 10),
+            (2, 9_000, 5),
+        ] {
+            us.extend(std::iter::repeat_n(v, n));
+            second.extend(std::iter::repeat_n(s, n));
+        }
+        let p = PerSecond::of(&us, &second);
+        assert_eq!(p.seconds, 2);
+        assert_eq!(p.p99_ms, vec![Some(1.0), Some(30.0), None]);
+        assert_eq!(p.p99_worst_ms, 30.0);
+        assert_eq!(p.p99_median_ms, 30.0);
     }
 }

@@ -1,7 +1,7 @@
 //! The load generator against an in-process server on SQLite, for about a
 //! second, with two workstations: every login succeeds.
 
-use clinauth_loadgen::driver::{LoadOptions, Mode};
+use clinauth_loadgen::driver::{Arrivals, LoadOptions, Mode};
 use clinauth_loadgen::report::{run, RunOptions, Target};
 use clinauth_loadgen::setup::SetupOptions;
 use clinauth_loadgen::Factor;
@@ -17,6 +17,7 @@ fn options(mode: Mode) -> RunOptions {
         }),
         load: LoadOptions {
             mode,
+            arrivals: Arrivals::Even,
             duration: Duration::from_millis(800),
             warmup: Duration::from_millis(200),
             count: None,
@@ -42,4 +43,22 @@ fn card_logins_over_mutual_tls_succeed_without_errors() {
     assert!(report.memory.as_ref().unwrap().peak_rss_kib > 0);
     let json = serde_json::to_value(&report).unwrap();
     assert_eq!(json["logins_ok"], report.logins_ok);
+}
+
+#[test]
+fn poisson_arrivals_keep_the_mean_rate_and_each_second_has_its_tail() {
+    let mut opts = options(Mode::Open { rate: 400.0 });
+    opts.load.arrivals = Arrivals::Poisson;
+    opts.load.duration = Duration::from_millis(2_000);
+    let report = run(&opts).unwrap();
+    assert_eq!(report.errors_total, 0, "{}", report.text());
+    // 800 expected; a Poisson count's standard deviation is ~28.
+    assert!((650..=950).contains(&report.logins_ok), "{}", report.text());
+    let per_second = &report.latency.login_per_second;
+    assert!(per_second.seconds >= 1, "{}", report.text());
+    assert!(per_second.p99_worst_ms >= per_second.p99_median_ms);
+    assert!(per_second.p99_worst_ms <= report.latency.login_ms.max);
+    let json = serde_json::to_value(&report).unwrap();
+    assert_eq!(json["arrivals"], "poisson");
+    assert!(report.text().contains("Poisson arrivals"));
 }
