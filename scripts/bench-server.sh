@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The server's load runs of docs/BENCHMARKS.md: card logins over mutual TLS
 # on SQLite and PostgreSQL, closed loop (maximum) then open loop at 80 % of
-# the maximum measured, plus a run at 4,000/s. One JSON report per run in
-# OUT, and a line each on standard output.
+# the maximum measured (32 workstations evenly, and 256 workstations with
+# Poisson arrivals), plus a run at 4,000/s. One JSON report per run in OUT,
+# and a line each on standard output.
 #
 #   scripts/bench-server.sh OUT [LOADGEN]
 #
@@ -25,8 +26,11 @@ def p(k):
     x = l[k]
     return f"{x['p50']:.2f}/{x['p99']:.2f}/{x['p999']:.1f}/{x['max']:.1f}"
 c = d["cpu"]
+s = l.get("login_per_second", {})
 print(f"{d['throughput']:.0f}/s  login p50/p99/p99.9/max {p('login_ms')}  begin {p('begin_ms')}  "
-      f"finish {p('finish_ms')}  late {p('late_ms')}  {c['server_us_per_login']:.0f} us/login  "
+      f"finish {p('finish_ms')}  late {p('late_ms')}  "
+      f"p99 by second median/worst {s.get('p99_median_ms', 0):.2f}/{s.get('p99_worst_ms', 0):.1f}  "
+      f"{c['server_us_per_login']:.0f} us/login  "
       f"{c['logins_per_core_s']:.0f}/core  ecdsa ratio {d['ecdsa']['ratio_to_logins']:.2f}  errors {d['errors_total']}")
 PY
 }
@@ -34,8 +38,8 @@ PY
 run() {
     local name=$1
     shift
-    "$LG" run --users 256 --workstations 32 --duration 10s --json "$@" >"$OUT/$name.json"
-    printf '%-22s ' "$name"
+    "$LG" run --users "${USERS:-256}" --workstations "${WS:-32}" --duration "${DURATION:-10s}" --json "$@" >"$OUT/$name.json"
+    printf '%-28s ' "$name"
     summary "$OUT/$name.json"
 }
 
@@ -51,6 +55,9 @@ for i in $(seq "$RUNS"); do run "sqlite-closed-$i"; done
 R80=$(mean_rate "$OUT"/sqlite-closed-*.json)
 echo "80 % of the mean maximum: $R80/s"
 for i in $(seq "$RUNS"); do run "sqlite-80-$i" --rate "$R80"; done
+for i in $(seq "$RUNS"); do
+    WS=256 USERS=1024 run "sqlite-80-poisson-256ws-$i" --rate "$R80" --arrivals poisson
+done
 for i in $(seq "$RUNS"); do run "sqlite-4000-$i" --rate 4000; done
 
 if pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
