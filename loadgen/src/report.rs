@@ -179,6 +179,17 @@ pub struct Ecdsa {
     pub ratio_to_logins: Option<f64>,
 }
 
+/// For PIN logins: the server's Argon2id PIN verify rate, measured in the
+/// same run (the cost every PIN login pays, whatever the machine).
+#[derive(Debug, Clone, Serialize)]
+pub struct Argon2 {
+    /// Verifications per CPU second of one thread.
+    pub verifies_per_core_s: f64,
+    /// `verifies_per_core_s / logins_per_core_s`: 1.0 would be a login
+    /// costing nothing but its hash.
+    pub ratio_to_logins: Option<f64>,
+}
+
 /// Memory.
 #[derive(Debug, Clone, Serialize)]
 pub struct Memory {
@@ -233,6 +244,8 @@ pub struct Report {
     pub cpu: Option<Cpu>,
     /// The ECDSA reference.
     pub ecdsa: Option<Ecdsa>,
+    /// The Argon2id reference (PIN logins).
+    pub argon2: Option<Argon2>,
     /// Peak memory, if known.
     pub memory: Option<Memory>,
 }
@@ -322,6 +335,16 @@ impl Report {
                     .unwrap_or_default()
             );
         }
+        if let Some(a) = &self.argon2 {
+            let _ = writeln!(
+                o,
+                "Argon2id PIN: {:.1} verifies/s per core{}",
+                a.verifies_per_core_s,
+                a.ratio_to_logins
+                    .map(|r| format!("; ratio to PIN logins per core: {r:.2}x"))
+                    .unwrap_or_default()
+            );
+        }
         if let Some(m) = &self.memory {
             let _ = writeln!(
                 o,
@@ -384,6 +407,29 @@ pub fn ecdsa_verify_rate(duration: Duration) -> Result<f64, Error> {
     Ok(n as f64 / cpu.max(1e-9))
 }
 
+/// The server's PIN check (`clinauth_factors::pin::verify_pin`, Argon2id
+/// at the OWASP cost the server uses) per CPU second of this thread.
+pub fn pin_verify_rate(duration: Duration) -> Result<f64, Error> {
+    use clinauth_factors::pin::{hash_pin, verify_pin, SecretPin};
+    let rng = ring::rand::SystemRandom::new();
+    let pin = SecretPin::from_text("739154").map_err(|e| Error(e.to_string()))?;
+    let phc = hash_pin(&pin, &rng).map_err(|e| Error(e.to_string()))?;
+    let thread = procstat::this_thread_ticks;
+    let cpu0 = thread();
+    let t0 = Instant::now();
+    let mut n: u64 = 0;
+    while t0.elapsed() < duration {
+        verify_pin(&pin, &phc).map_err(|e| Error(e.to_string()))?;
+        n += 1;
+    }
+    let wall = t0.elapsed().as_secs_f64();
+    let cpu = match (cpu0, thread()) {
+        (Some(a), Some(b)) if b > a => (b - a) as f64 / TICKS_PER_SECOND,
+        _ => wall,
+    };
+    Ok(n as f64 / cpu.max(1e-9))
+}
+
 fn runtime(name: &str, threads: usize) -> Result<tokio::runtime::Runtime, Error> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads.max(1))
@@ -403,6 +449,7 @@ fn build_report(
     outcome: Outcome,
     cpu_known: bool,
     ecdsa: Option<f64>,
+    argon2: Option<f64>,
     memory: Option<Memory>,
 ) -> Report {
     let s = outcome.samples;
@@ -427,6 +474,13 @@ fn build_report(
         }
     });
     let ecdsa = ecdsa.map(|rate| Ecdsa {
+        verifies_per_core_s: rate,
+        ratio_to_logins: cpu
+            .as_ref()
+            .filter(|c| c.logins_per_core_s > 0.0)
+            .map(|c| rate / c.logins_per_core_s),
+    });
+    let argon2 = argon2.map(|rate| Argon2 {
         verifies_per_core_s: rate,
         ratio_to_logins: cpu
             .as_ref()
@@ -474,6 +528,7 @@ fn build_report(
         },
         cpu,
         ecdsa,
+        argon2,
         memory,
     }
 }
@@ -492,6 +547,17 @@ fn memory_of(pid: &str, scope: String) -> Option<Memory> {
 pub fn run(opts: &RunOptions) -> Result<Report, Error> {
     let ecdsa = match opts.ecdsa_reference {
         Some(d) if !d.is_zero() => Some(ecdsa_verify_rate(d)?),
+        _ => None,
+    };
+    let factor = match &opts.target {
+        Target::Fresh(setup) => Some(setup.factor),
+        Target::Existing { .. } => None,
+    };
+    let argon2 = match opts.ecdsa_reference {
+        // At least a second: one verify takes tens of milliseconds.
+        Some(d) if !d.is_zero() && factor == Some(Factor::Pin) => {
+            Some(pin_verify_rate(d.max(Duration::from_secs(1)))?)
+        }
         _ => None,
     };
     let client = runtime(procstat::CLIENT_THREAD, opts.client_threads)?;
@@ -521,6 +587,7 @@ pub fn run(opts: &RunOptions) -> Result<Report, Error> {
                 outcome,
                 cpu.known(),
                 ecdsa,
+                argon2,
                 memory,
             ))
         }
@@ -552,6 +619,7 @@ pub fn run(opts: &RunOptions) -> Result<Report, Error> {
                 outcome,
                 cpu.known(),
                 ecdsa,
+                argon2,
                 memory,
             ))
         }

@@ -62,3 +62,25 @@ fn poisson_arrivals_keep_the_mean_rate_and_each_second_has_its_tail() {
     assert_eq!(json["arrivals"], "poisson");
     assert!(report.text().contains("Poisson arrivals"));
 }
+
+#[test]
+fn pin_logins_report_the_argon2_reference_of_the_same_run() {
+    let mut opts = options(Mode::Closed);
+    opts.target = Target::Fresh(SetupOptions {
+        users: 2,
+        workstations: 1,
+        factor: Factor::Pin,
+        ..SetupOptions::default()
+    });
+    opts.load.duration = Duration::from_millis(1_500);
+    let report = run(&opts).unwrap();
+    assert!(report.logins_ok > 0, "{}", report.text());
+    assert_eq!(report.errors_total, 0, "{}", report.text());
+    let argon2 = report.argon2.as_ref().expect("a PIN run measures Argon2id");
+    assert!(argon2.verifies_per_core_s > 0.0);
+    // A login costs at least its hash.
+    assert!(argon2.ratio_to_logins.unwrap() >= 0.8, "{}", report.text());
+    assert!(report.text().contains("Argon2id PIN:"));
+    // Card runs have no PIN hash to compare with.
+    assert!(run(&options(Mode::Closed)).unwrap().argon2.is_none());
+}
