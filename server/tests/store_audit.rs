@@ -623,3 +623,40 @@ async fn deferred_transactions_alone_skip_the_wait_for_postgres_disk() {
         .unwrap();
     assert_eq!(setting, "on");
 }
+
+/// Two transactions appending at once on PostgreSQL: the second waits for
+/// the first's audit lock and then reads the head the first committed (the
+/// lock and the read are one call, `clinauth_audit_head()`); a head read
+/// before the lock was held would reuse the first's sequence number.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r_log_1_an_append_waiting_for_the_lock_reads_the_new_head() {
+    let db = TestDb::new(support::Engine::Postgres).await;
+    let store = db.open().await;
+    let key = std::sync::Arc::new(AuditKey::generate().unwrap().0);
+    let mut first = store.begin().await.unwrap();
+    let a = audit::append(&mut first, store.backend(), &key, &event(1))
+        .await
+        .unwrap();
+    let second = {
+        let (store, key) = (store.clone(), key.clone());
+        tokio::spawn(async move {
+            let mut tx = store.begin().await.unwrap();
+            let b = audit::append(&mut tx, store.backend(), &key, &event(2))
+                .await
+                .unwrap();
+            tx.commit().await.unwrap();
+            b
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        !second.is_finished(),
+        "the second append waits for the lock"
+    );
+    first.commit().await.unwrap();
+    let b = second.await.unwrap();
+    assert_eq!((a.seq, b.seq), (1, 2));
+    assert_eq!(b.prev_hash, a.hash);
+    let report = audit::verify(&store, key.public_key()).await.unwrap();
+    assert!(report.is_intact(), "{:?}", report.breaks);
+}
