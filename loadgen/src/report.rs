@@ -387,17 +387,28 @@ pub fn ecdsa_verify_rate(duration: Duration) -> Result<f64, Error> {
         &signature::ECDSA_P256_SHA256_ASN1,
         key.public_key().as_ref().to_vec(),
     );
-    let thread = procstat::this_thread_ticks;
-    let cpu0 = thread();
-    let t0 = Instant::now();
-    let mut n: u64 = 0;
-    while t0.elapsed() < duration {
+    per_cpu_second(duration, || {
         for _ in 0..100 {
             public
                 .verify(&message, sig.as_ref())
                 .map_err(|_| Error("ECDSA verify".into()))?;
         }
-        n += 100;
+        Ok(100)
+    })
+}
+
+/// Runs `op` (which returns how many operations it did) on this thread for
+/// `duration` of wall time; returns operations per CPU second.
+fn per_cpu_second(
+    duration: Duration,
+    mut op: impl FnMut() -> Result<u64, Error>,
+) -> Result<f64, Error> {
+    let thread = procstat::this_thread_ticks;
+    let cpu0 = thread();
+    let t0 = Instant::now();
+    let mut n: u64 = 0;
+    while t0.elapsed() < duration {
+        n += op()?;
     }
     let wall = t0.elapsed().as_secs_f64();
     let cpu = match (cpu0, thread()) {
@@ -414,20 +425,10 @@ pub fn pin_verify_rate(duration: Duration) -> Result<f64, Error> {
     let rng = ring::rand::SystemRandom::new();
     let pin = SecretPin::from_text("739154").map_err(|e| Error(e.to_string()))?;
     let phc = hash_pin(&pin, &rng).map_err(|e| Error(e.to_string()))?;
-    let thread = procstat::this_thread_ticks;
-    let cpu0 = thread();
-    let t0 = Instant::now();
-    let mut n: u64 = 0;
-    while t0.elapsed() < duration {
+    per_cpu_second(duration, || {
         verify_pin(&pin, &phc).map_err(|e| Error(e.to_string()))?;
-        n += 1;
-    }
-    let wall = t0.elapsed().as_secs_f64();
-    let cpu = match (cpu0, thread()) {
-        (Some(a), Some(b)) if b > a => (b - a) as f64 / TICKS_PER_SECOND,
-        _ => wall,
-    };
-    Ok(n as f64 / cpu.max(1e-9))
+        Ok(1)
+    })
 }
 
 fn runtime(name: &str, threads: usize) -> Result<tokio::runtime::Runtime, Error> {
