@@ -170,24 +170,27 @@ pub struct Cpu {
     pub logins_per_core_s: f64,
 }
 
-/// ring's ECDSA P-256 verify rate, measured in the same run.
+/// A reference operation's rate measured in the same run, against which
+/// logins per core are read whatever the machine: ring's ECDSA P-256 verify
+/// (card logins; the target ratio is ≤ 6), the server's Argon2id PIN check
+/// (PIN logins; 1.0 would be a login costing nothing but its hash).
 #[derive(Debug, Clone, Serialize)]
-pub struct Ecdsa {
+pub struct Reference {
     /// Verifications per CPU second of one thread.
     pub verifies_per_core_s: f64,
-    /// `verifies_per_core_s / logins_per_core_s` (the target is ≤ 6).
+    /// `verifies_per_core_s / logins_per_core_s`.
     pub ratio_to_logins: Option<f64>,
 }
 
-/// For PIN logins: the server's Argon2id PIN verify rate, measured in the
-/// same run (the cost every PIN login pays, whatever the machine).
-#[derive(Debug, Clone, Serialize)]
-pub struct Argon2 {
-    /// Verifications per CPU second of one thread.
-    pub verifies_per_core_s: f64,
-    /// `verifies_per_core_s / logins_per_core_s`: 1.0 would be a login
-    /// costing nothing but its hash.
-    pub ratio_to_logins: Option<f64>,
+impl Reference {
+    fn of(rate: f64, cpu: Option<&Cpu>) -> Reference {
+        Reference {
+            verifies_per_core_s: rate,
+            ratio_to_logins: cpu
+                .filter(|c| c.logins_per_core_s > 0.0)
+                .map(|c| rate / c.logins_per_core_s),
+        }
+    }
 }
 
 /// Memory.
@@ -243,9 +246,9 @@ pub struct Report {
     /// CPU time, if the server's is known.
     pub cpu: Option<Cpu>,
     /// The ECDSA reference.
-    pub ecdsa: Option<Ecdsa>,
+    pub ecdsa: Option<Reference>,
     /// The Argon2id reference (PIN logins).
-    pub argon2: Option<Argon2>,
+    pub argon2: Option<Reference>,
     /// Peak memory, if known.
     pub memory: Option<Memory>,
 }
@@ -474,20 +477,8 @@ fn build_report(
             logins_per_core_s: if total > 0.0 { ok as f64 / total } else { 0.0 },
         }
     });
-    let ecdsa = ecdsa.map(|rate| Ecdsa {
-        verifies_per_core_s: rate,
-        ratio_to_logins: cpu
-            .as_ref()
-            .filter(|c| c.logins_per_core_s > 0.0)
-            .map(|c| rate / c.logins_per_core_s),
-    });
-    let argon2 = argon2.map(|rate| Argon2 {
-        verifies_per_core_s: rate,
-        ratio_to_logins: cpu
-            .as_ref()
-            .filter(|c| c.logins_per_core_s > 0.0)
-            .map(|c| rate / c.logins_per_core_s),
-    });
+    let ecdsa = ecdsa.map(|rate| Reference::of(rate, cpu.as_ref()));
+    let argon2 = argon2.map(|rate| Reference::of(rate, cpu.as_ref()));
     let errors_total = s.errors.values().sum();
     Report {
         server,
